@@ -1,0 +1,181 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+
+	"gorm.io/gorm"
+)
+
+// InsertFile stores a guarantee PDF; ErrDuplicate when the order has one.
+func (t Tx) InsertFile(f *GuaranteeFile) error {
+	err := t.db.Create(f).Error
+	if isDuplicate(err) {
+		return fmt.Errorf("file %s: %w", f.OrderNo, ErrDuplicate)
+	}
+	if err != nil {
+		return fmt.Errorf("file %s: %w", f.OrderNo, err)
+	}
+	return nil
+}
+
+// fileMeta is every column of a file but its bytes.
+const fileMeta = "id, order_no, guarantee_no, sha256, size, source, created_at"
+
+// File returns an order's PDF with its bytes, or ErrNotFound.
+func (t Tx) File(orderNo string) (*GuaranteeFile, error) {
+	return t.file(orderNo, "*")
+}
+
+// FileInfo returns an order's PDF without its bytes, or ErrNotFound.
+func (t Tx) FileInfo(orderNo string) (*GuaranteeFile, error) {
+	return t.file(orderNo, fileMeta)
+}
+
+func (t Tx) file(orderNo, cols string) (*GuaranteeFile, error) {
+	var f GuaranteeFile
+	err := t.db.Select(cols).Where("order_no = ?", orderNo).Take(&f).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("file %s: %w", orderNo, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("file %s: %w", orderNo, err)
+	}
+	return &f, nil
+}
+
+// FilesBySha256 returns the files (without bytes) with that digest: 验真.
+func (t Tx) FilesBySha256(sum string) ([]GuaranteeFile, error) {
+	var out []GuaranteeFile
+	if err := t.db.Select(fileMeta).Where("sha256 = ?", sum).Order("id").Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("files by sha256: %w", err)
+	}
+	return out, nil
+}
+
+// InsertCallback records a received callback. A callback carrying a dedup
+// key that was accepted before returns ErrDuplicate: the unique index, not a
+// read, decides which of two identical callbacks takes effect.
+func (t Tx) InsertCallback(c *Callback) error {
+	if c.ReceivedAt.IsZero() {
+		c.ReceivedAt = now()
+	}
+	err := t.db.Create(c).Error
+	if isDuplicate(err) {
+		return fmt.Errorf("callback %s: %w", c.Kind, ErrDuplicate)
+	}
+	if err != nil {
+		return fmt.Errorf("callback %s: %w", c.Kind, err)
+	}
+	return nil
+}
+
+// Callbacks returns the audit records of an order's callbacks, oldest first.
+func (t Tx) Callbacks(orderNo string) ([]Callback, error) {
+	var out []Callback
+	err := t.db.Omit("body").Where("order_no = ?", orderNo).Order("id").Find(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("callbacks %s: %w", orderNo, err)
+	}
+	return out, nil
+}
+
+// InsertCall records an outbound call.
+func (t Tx) InsertCall(c *Call) error {
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = now()
+	}
+	if err := t.db.Create(c).Error; err != nil {
+		return fmt.Errorf("call %s %s: %w", c.OrgCode, c.Endpoint, err)
+	}
+	return nil
+}
+
+// Calls returns the outbound calls made for an order, oldest first.
+func (t Tx) Calls(orderNo string) ([]Call, error) {
+	var out []Call
+	if err := t.db.Where("order_no = ?", orderNo).Order("id").Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("calls %s: %w", orderNo, err)
+	}
+	return out, nil
+}
+
+// InsertPush stores a project-state announcement and one pending delivery per
+// institution, in the caller's transaction.
+func (t Tx) InsertPush(p *ProjectStatePush, orgCodes []string) ([]Delivery, error) {
+	if err := t.db.Create(p).Error; err != nil {
+		return nil, fmt.Errorf("project state %s/%s: %w", p.ProjectCode, p.LotCode, err)
+	}
+	ds := make([]Delivery, len(orgCodes))
+	ts := now()
+	for i, org := range orgCodes {
+		ds[i] = Delivery{PushID: p.ID, OrgCode: org, Status: DeliveryPending, NextAttemptAt: &ts}
+	}
+	if len(ds) > 0 {
+		if err := t.db.Create(&ds).Error; err != nil {
+			return nil, fmt.Errorf("deliveries of %d: %w", p.ID, err)
+		}
+	}
+	return ds, nil
+}
+
+// Push returns a project-state announcement and its deliveries.
+func (t Tx) Push(id int64) (*ProjectStatePush, []Delivery, error) {
+	var p ProjectStatePush
+	err := t.db.Take(&p, id).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, nil, fmt.Errorf("project state %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("project state %d: %w", id, err)
+	}
+	var ds []Delivery
+	if err := t.db.Where("push_id = ?", id).Order("org_code").Find(&ds).Error; err != nil {
+		return nil, nil, fmt.Errorf("deliveries of %d: %w", id, err)
+	}
+	return &p, ds, nil
+}
+
+// Delivery returns one delivery, or ErrNotFound.
+func (t Tx) Delivery(id int64) (*Delivery, error) {
+	var d Delivery
+	err := t.db.Take(&d, id).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("delivery %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("delivery %d: %w", id, err)
+	}
+	return &d, nil
+}
+
+// UpdateDelivery sets columns of a delivery if it still satisfies where
+// (column = value, nil for IS NULL); it reports whether it did.
+func (t Tx) UpdateDelivery(id int64, set Changes, where Changes) (bool, error) {
+	cols := map[string]any{"updated_at": now()}
+	for k, v := range set {
+		cols[k] = utc(v)
+	}
+	q := t.db.Model(&Delivery{}).Where("id = ?", id)
+	res := whereAll(q, where).Updates(cols)
+	if res.Error != nil {
+		return false, fmt.Errorf("update delivery %d: %w", id, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}
+
+// CountDeliveries counts deliveries per status, for metrics.
+func (t Tx) CountDeliveries() (map[string]int64, error) {
+	var rows []struct {
+		Status string
+		N      int64
+	}
+	if err := t.db.Model(&Delivery{}).Select("status, COUNT(*) AS n").Group("status").Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("count deliveries: %w", err)
+	}
+	out := make(map[string]int64, len(rows))
+	for _, r := range rows {
+		out[r.Status] = r.N
+	}
+	return out, nil
+}

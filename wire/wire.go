@@ -1,0 +1,102 @@
+// Package wire is the vocabulary of interface.md: the envelope, the request
+// and response parameters of every endpoint, and the rules for their values
+// (money, times, string lengths) as DECISIONS.md settles them. The client,
+// the callback service and the simulated institution all speak it, so the
+// rules exist once.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Generic-response error codes the gateway answers with (DECISIONS.md §7).
+const (
+	CodeOK          = "000000"
+	CodeBadAppKey   = "100001"
+	CodeBadCipher   = "100002"
+	CodeBadParam    = "100003"
+	CodeUnknown     = "200001"
+	CodeConflict    = "200002"
+	CodeUnavailable = "500001"
+)
+
+// Request is the body we send: the ciphertext of the parameters' JSON.
+type Request struct {
+	Data string `json:"data"`
+}
+
+// Response is the generic response of interface.md §3.1.4.
+type Response struct {
+	Stat    int    `json:"stat"`
+	Errcode string `json:"errcode"`
+	Msg     string `json:"msg"`
+	Data    string `json:"data"`
+}
+
+// ErrEnvelope is returned when a body is none of the accepted envelope forms.
+var ErrEnvelope = errors.New("wire: body is not an envelope")
+
+// Ciphertext extracts the ciphertext from a received body. Tolerant, as
+// DECISIONS.md §1 asks: a JSON object with a string "data", a JSON string, or
+// the bare ciphertext text.
+func Ciphertext(body []byte) ([]byte, error) {
+	b := bytes.TrimSpace(body)
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrEnvelope)
+	}
+	switch b[0] {
+	case '{':
+		var env struct {
+			Data *string `json:"data"`
+		}
+		if err := json.Unmarshal(b, &env); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrEnvelope, err)
+		}
+		if env.Data == nil || *env.Data == "" {
+			return nil, fmt.Errorf("%w: no data", ErrEnvelope)
+		}
+		return []byte(*env.Data), nil
+	case '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrEnvelope, err)
+		}
+		if s == "" {
+			return nil, fmt.Errorf("%w: no data", ErrEnvelope)
+		}
+		return []byte(s), nil
+	default:
+		return b, nil
+	}
+}
+
+// ResponseData extracts the (possibly empty) ciphertext of an institution's
+// answer. data may be ciphertext, empty, null or absent.
+func ResponseData(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return strings.TrimSpace(s)
+	}
+	return ""
+}
+
+// FieldError names the parameter that broke a rule; it maps to errcode
+// 100003 on callbacks and to 400 with "field" on the API.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
