@@ -107,6 +107,9 @@ func (t Tx) UpdateOrder(orderNo string, set Changes, where Changes) (bool, error
 	}
 	q := t.db.Model(&Order{}).Where("order_no = ?", orderNo)
 	res := whereAll(q, where).Updates(cols)
+	if isDuplicate(res.Error) {
+		return false, fmt.Errorf("update order %s: %w", orderNo, ErrDuplicate)
+	}
 	if res.Error != nil {
 		return false, fmt.Errorf("update order %s: %w", orderNo, res.Error)
 	}
@@ -247,3 +250,19 @@ func whereAll(q *gorm.DB, where Changes) *gorm.DB {
 }
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// CountFlagged counts orders per operator flag, for metrics.
+func (t Tx) CountFlagged() (map[string]int64, error) {
+	var rows []struct {
+		Flag string
+		N    int64
+	}
+	if err := t.db.Model(&Order{}).Select("flag, COUNT(*) AS n").Where("flag <> ''").Group("flag").Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("count flagged: %w", err)
+	}
+	out := make(map[string]int64, len(rows))
+	for _, r := range rows {
+		out[r.Flag] = r.N
+	}
+	return out, nil
+}

@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -176,6 +177,38 @@ func (t Tx) CountDeliveries() (map[string]int64, error) {
 	out := make(map[string]int64, len(rows))
 	for _, r := range rows {
 		out[r.Status] = r.N
+	}
+	return out, nil
+}
+
+// SetCallbackOutcome corrects the outcome of a callback row written in the
+// same transaction (an accepted callback found to be late).
+func (t Tx) SetCallbackOutcome(id int64, outcome, msg string) error {
+	err := t.db.Model(&Callback{}).Where("id = ?", id).Updates(map[string]any{"outcome": outcome, "msg": msg}).Error
+	if err != nil {
+		return fmt.Errorf("callback %d outcome: %w", id, err)
+	}
+	return nil
+}
+
+// ClaimDelivery takes the lease of a pending, due delivery whose lease is
+// free or ran out: a conditional UPDATE, so that of several instances
+// exactly one gets it. It reports whether this caller did.
+func (t Tx) ClaimDelivery(id int64, owner string, now, until time.Time) (bool, error) {
+	res := t.db.Model(&Delivery{}).
+		Where("id = ? AND status = ? AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)", id, DeliveryPending, now.UTC(), now.UTC()).
+		Updates(map[string]any{"lease_owner": owner, "lease_until": until.UTC()})
+	if res.Error != nil {
+		return false, fmt.Errorf("claim delivery %d: %w", id, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}
+
+// Findings returns a day's reconciliation findings.
+func (t Tx) Findings(date string) ([]Finding, error) {
+	out := []Finding{}
+	if err := t.db.Where("run_date = ?", date).Order("id").Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("findings %s: %w", date, err)
 	}
 	return out, nil
 }

@@ -1,0 +1,282 @@
+package handler
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/procurement/gateway/service"
+)
+
+// maxAPIBody bounds the bidding module's JSON bodies; /v1/verify takes a
+// PDF and has its own bound.
+const (
+	maxAPIBody    = 1 << 20
+	maxVerifyBody = 32 << 20
+)
+
+type apiError struct {
+	Error apiErrorBody `json:"error"`
+}
+
+type apiErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+// apiStatus maps service error codes to HTTP, in one place.
+func apiStatus(code string) int {
+	switch code {
+	case service.EInvalid:
+		return http.StatusBadRequest
+	case service.EUnauthorized:
+		return http.StatusUnauthorized
+	case service.ENotFound:
+		return http.StatusNotFound
+	case service.EConflict:
+		return http.StatusConflict
+	case service.EUpstream:
+		return http.StatusBadGateway
+	case service.EUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// fail writes the error shape of API.md. Internal causes are logged, and
+// the caller is told only what it can act on.
+func (s *server) fail(c *gin.Context, err error) {
+	var e *service.Error
+	if !errors.As(err, &e) {
+		e = &service.Error{Code: service.EInternal, Err: err}
+	}
+	status := apiStatus(e.Code)
+	msg := e.Message
+	if status == http.StatusInternalServerError {
+		msg = "internal error"
+	}
+	entry := s.logger(c).WithFields(map[string]any{"code": e.Code, "status": status})
+	if e.Err != nil {
+		entry = entry.WithError(e.Err)
+	}
+	if status >= 500 {
+		entry.Error(msg)
+	} else {
+		entry.Info(msg)
+	}
+	c.AbortWithStatusJSON(status, apiError{Error: apiErrorBody{Code: e.Code, Message: msg, Field: e.Field}})
+}
+
+func (s *server) body(c *gin.Context, limit int64) ([]byte, bool) {
+	b, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			c.AbortWithStatusJSON(http.StatusRequestEntityTooLarge, apiError{Error: apiErrorBody{Code: service.EInvalid, Message: "body too large"}})
+		} else {
+			s.fail(c, &service.Error{Code: service.EInvalid, Message: "body could not be read"})
+		}
+		return nil, false
+	}
+	return b, true
+}
+
+func (s *server) apply(c *gin.Context) {
+	b, ok := s.body(c, maxAPIBody)
+	if !ok {
+		return
+	}
+	v, outcome, err := s.Service.Apply(c.Request.Context(), b)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	switch outcome {
+	case service.ApplyCreated:
+		c.Header("Location", "/v1/guarantees/"+v.OrderNo)
+		c.JSON(http.StatusCreated, v)
+	case service.ApplyPending:
+		c.Header("Location", "/v1/guarantees/"+v.OrderNo)
+		c.JSON(http.StatusAccepted, v)
+	default:
+		c.JSON(http.StatusOK, v)
+	}
+}
+
+func (s *server) get(c *gin.Context) {
+	v, err := s.Service.View(c.Request.Context(), c.Param("orderno"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, v)
+}
+
+func (s *server) list(c *gin.Context) {
+	limit := 0
+	if l := c.Query("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			s.fail(c, &service.Error{Code: service.EInvalid, Field: "limit", Message: "limit must be a number"})
+			return
+		}
+		limit = n
+	}
+	page, err := s.Service.List(c.Request.Context(), service.ListQuery{ProjectCode: c.Query("xmcode"), LotCode: c.Query("bdcode"),
+		Status: c.Query("status"), OrgCode: c.Query("orgcode"), ApplicantCode: c.Query("qycode"), Flag: c.Query("flag"),
+		Limit: limit, Cursor: c.Query("cursor")})
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, page)
+}
+
+func (s *server) refresh(c *gin.Context) {
+	v, err := s.Service.Refresh(c.Request.Context(), c.Param("orderno"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, v)
+}
+
+func (s *server) file(c *gin.Context) {
+	f, err := s.Service.File(c.Request.Context(), c.Param("orderno"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	etag := `"` + f.Sha256 + `"`
+	c.Header("ETag", etag)
+	c.Header("Cache-Control", "private, max-age=0")
+	if c.GetHeader("If-None-Match") == etag {
+		c.Status(http.StatusNotModified)
+		return
+	}
+	c.Header("Content-Disposition", `attachment; filename="`+f.OrderNo+`.pdf"`)
+	c.Data(http.StatusOK, "application/pdf", f.Content)
+}
+
+func (s *server) cancel(c *gin.Context) {
+	v, err := s.Service.Cancel(c.Request.Context(), c.Param("orderno"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, v)
+}
+
+func (s *server) events(c *gin.Context) {
+	evs, err := s.Service.Events(c.Request.Context(), c.Param("orderno"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"items": evs})
+}
+
+func (s *server) cost(c *gin.Context) {
+	b, ok := s.body(c, maxAPIBody)
+	if !ok {
+		return
+	}
+	q, err := s.Service.Cost(c.Request.Context(), b)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, q)
+}
+
+func (s *server) quotes(c *gin.Context) {
+	items, err := s.Service.Quotes(c.Request.Context(), c.Query("bzjmoney"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"items": items})
+}
+
+func (s *server) pushProjectState(c *gin.Context) {
+	b, ok := s.body(c, maxAPIBody)
+	if !ok {
+		return
+	}
+	v, err := s.Service.PushProjectState(c.Request.Context(), b)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, v)
+}
+
+func (s *server) idParam(c *gin.Context) (int64, bool) {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil || id <= 0 {
+		s.fail(c, &service.Error{Code: service.ENotFound, Message: "no such id"})
+		return 0, false
+	}
+	return id, true
+}
+
+func (s *server) projectState(c *gin.Context) {
+	id, ok := s.idParam(c)
+	if !ok {
+		return
+	}
+	v, err := s.Service.ProjectStateStatus(c.Request.Context(), id)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, v)
+}
+
+func (s *server) retryDelivery(c *gin.Context) {
+	id, ok := s.idParam(c)
+	if !ok {
+		return
+	}
+	v, err := s.Service.RetryDelivery(c.Request.Context(), id)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, v)
+}
+
+func (s *server) verify(c *gin.Context) {
+	b, ok := s.body(c, maxVerifyBody)
+	if !ok {
+		return
+	}
+	v, err := s.Service.Verify(c.Request.Context(), b)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, v)
+}
+
+func (s *server) reconciliation(c *gin.Context) {
+	date := c.Query("date")
+	if date == "" {
+		date = time.Now().UTC().Format(time.DateOnly)
+	}
+	items, err := s.Service.Findings(c.Request.Context(), date)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"date": date, "items": items})
+}
+
+func (s *server) institutions(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"items": s.Service.InstitutionList()})
+}

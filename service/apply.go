@@ -1,0 +1,231 @@
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/procurement/gateway/client"
+	"github.com/procurement/gateway/model"
+	"github.com/procurement/gateway/wire"
+)
+
+// ApplyOutcome tells the handler which success status to answer.
+type ApplyOutcome int
+
+const (
+	ApplyCreated  ApplyOutcome = iota // 201: the institution accepted, processing
+	ApplyExisting                     // 200: the same orderno and body again
+	ApplyPending                      // 202: outcome unknown, stays applying; the recovery job re-sends
+)
+
+// Apply validates an application, stores it as applying and sends it to the
+// institution's /guarantee/apply. Idempotency key: orderno (the gateway makes
+// one when none is given). The same orderno with the same body answers the
+// stored order without a second call; with another body, EConflict. Returns
+// EInvalid (a field, a passed deadline, kbttime before tbjztime, an unknown
+// or disabled orgcode), EConflict (orderno taken, or an active order of the
+// bidder for the lot, named), EUpstream (stat 0: apply_rejected, with the
+// institution's errcode and msg), EUnavailable.
+func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyOutcome, error) {
+	req, err := wire.ParseApplyRequest(body, true)
+	if err != nil {
+		return nil, 0, invalid(err)
+	}
+	inst, ok := s.insts.ByOrgCode(req.OrgCode)
+	if !ok || inst.Disabled {
+		return nil, 0, errf(EInvalid, "orgcode", "unknown or disabled institution %q", req.OrgCode)
+	}
+	now := s.now()
+	if !req.DeadlineAt.After(now) {
+		return nil, 0, errf(EInvalid, "tbjztime", "the bid deadline has passed")
+	}
+	if req.OpeningAt.Before(req.DeadlineAt) {
+		return nil, 0, errf(EInvalid, "kbttime", "the bid opening is before the bid deadline")
+	}
+	if req.OrderNo == "" {
+		req.OrderNo = newOrderNo(now)
+	}
+	hash, err := requestHash(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	// The lease keeps the recovery job off the order while this request is
+	// calling; if the process dies mid-call, the lease runs out and the job
+	// re-sends the apply.
+	leaseUntil := now.Add(inst.Timeout + 10*time.Second)
+	next := now.Add(backoff(s.set.ApplyBackoff, 1))
+	o := orderOf(req, hash)
+	o.NextCheckAt, o.LeaseOwner, o.LeaseUntil = &next, s.set.Owner, &leaseUntil
+	err = s.store.InTx(ctx, func(tx model.Tx) error {
+		if err := tx.CreateOrder(o); err != nil {
+			return err
+		}
+		return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventStatus, Name: "apply",
+			ToStatus: string(model.StatusApplying), Detail: "received from the bidding module"})
+	})
+	switch {
+	case errors.Is(err, model.ErrDuplicate):
+		existing, gerr := s.store.With(ctx).Order(req.OrderNo)
+		if gerr != nil {
+			return nil, 0, storeErr("order "+req.OrderNo, gerr)
+		}
+		if existing.RequestHash != hash {
+			return nil, 0, errf(EConflict, "orderno", "orderno %s exists with a different application", req.OrderNo)
+		}
+		v, verr := s.view(ctx, existing)
+		return v, ApplyExisting, verr
+	case errors.Is(err, model.ErrActiveOrder):
+		msg := "the bidder already has an active guarantee order for this lot"
+		if active, aerr := s.store.With(ctx).ActiveOrder(req.ApplicantCode, req.ProjectCode, req.LotCode); aerr == nil {
+			msg += ": " + active.OrderNo
+		}
+		return nil, 0, errf(EConflict, "qycode", "%s", msg)
+	case err != nil:
+		return nil, 0, storeErr("apply "+req.OrderNo, err)
+	}
+
+	outcome, err := s.sendApply(ctx, inst, o)
+	if err != nil {
+		return nil, 0, err
+	}
+	v, err := s.View(ctx, o.OrderNo)
+	return v, outcome, err
+}
+
+// sendApply calls /guarantee/apply for a stored applying order and applies
+// the answer: processing (URLs kept), apply_rejected (stat 0, as EUpstream),
+// or still applying when the outcome is unknown (ApplyPending).
+func (s *Service) sendApply(ctx context.Context, inst *Institution, o *model.Order) (ApplyOutcome, error) {
+	res, err := inst.Client.Apply(ctx, applyRequestOf(o))
+	if err == nil {
+		err = checkURLs(res)
+	}
+	now := s.now()
+	var ce *client.Error
+	switch {
+	case err == nil:
+		set := model.Changes{"continue_url": res.ContinueURL, "query_url": res.QueryURL, "pull_url": res.PullURL,
+			"cancel_url": res.CancelURL, "next_check_at": now.Add(backoff(s.set.PollBackoff, 1)), "check_attempts": 0,
+			"lease_owner": "", "lease_until": nil, "flag": ""}
+		var outcome = ApplyCreated
+		err := s.store.InTx(ctx, func(tx model.Tx) error {
+			moved, err := tx.MoveOrder(o.OrderNo, []model.Status{model.StatusApplying}, model.StatusProcessing, set)
+			if err != nil {
+				return err
+			}
+			if !moved {
+				// A callback got here first (the institution was quick): keep
+				// its status, learn the URLs.
+				delete(set, "next_check_at")
+				delete(set, "check_attempts")
+				_, err = tx.UpdateOrder(o.OrderNo, set, nil)
+				return err
+			}
+			return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventStatus, Name: "apply",
+				FromStatus: string(model.StatusApplying), ToStatus: string(model.StatusProcessing), Detail: "accepted by " + inst.OrgCode})
+		})
+		if err != nil {
+			return 0, storeErr("apply "+o.OrderNo, err)
+		}
+		return outcome, nil
+
+	case errors.As(err, &ce) && ce.Kind == client.KindRefused:
+		remark := truncate(fmt.Sprintf("apply refused: errcode %s: %s", ce.Errcode, ce.Msg), 512)
+		err := s.store.InTx(ctx, func(tx model.Tx) error {
+			moved, err := tx.MoveOrder(o.OrderNo, []model.Status{model.StatusApplying}, model.StatusApplyRejected,
+				model.Changes{"remark": remark, "next_check_at": nil, "lease_owner": "", "lease_until": nil})
+			if err != nil || !moved {
+				return err
+			}
+			return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventStatus, Name: "apply",
+				FromStatus: string(model.StatusApplying), ToStatus: string(model.StatusApplyRejected), Detail: remark})
+		})
+		if err != nil {
+			return 0, storeErr("apply "+o.OrderNo, err)
+		}
+		return 0, &Error{Code: EUpstream, Message: fmt.Sprintf("%s refused the application: errcode %s: %s", inst.OrgCode, ce.Errcode, ce.Msg), Err: err}
+
+	default:
+		// Timeout, reset, 5xx, garbage, open breaker: the institution may or
+		// may not have the order. It stays applying; the recovery job sends
+		// it again with the same orderno after the back-off.
+		attempts := o.CheckAttempts + 1
+		set := model.Changes{"check_attempts": attempts, "next_check_at": now.Add(backoff(s.set.ApplyBackoff, attempts)),
+			"lease_owner": "", "lease_until": nil}
+		if s.set.MaxApplyAttempts > 0 && attempts >= s.set.MaxApplyAttempts {
+			set["flag"] = model.FlagApplyUnconfirmed
+		}
+		if _, uerr := s.store.With(ctx).UpdateOrder(o.OrderNo, set, model.Changes{"status": string(model.StatusApplying)}); uerr != nil {
+			s.log.WithError(uerr).WithField("orderno", o.OrderNo).Error("apply back-off not stored")
+		}
+		s.log.WithError(err).WithField("orderno", o.OrderNo).Warn("apply outcome unknown; will re-send")
+		return ApplyPending, nil
+	}
+}
+
+// checkURLs insists that the URLs we will call later are absolute.
+func checkURLs(r wire.ApplyResult) error {
+	for name, raw := range map[string]string{"continueurl": r.ContinueURL, "queryurl": r.QueryURL, "pullurl": r.PullURL, "cancelurl": r.CancelURL} {
+		if raw == "" && name == "cancelurl" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return &client.Error{Kind: client.KindBadAnswer, Endpoint: client.EndpointApply, Err: fmt.Errorf("%s is not an absolute URL", name)}
+		}
+	}
+	return nil
+}
+
+func invalid(err error) error {
+	var fe *wire.FieldError
+	if errors.As(err, &fe) {
+		return &Error{Code: EInvalid, Field: fe.Field, Message: fe.Reason}
+	}
+	return &Error{Code: EInvalid, Message: err.Error()}
+}
+
+// newOrderNo makes a time-ordered, unique orderno of 26 characters:
+// G + yyyyMMddHHmmssSSS + 8 random hex digits.
+func newOrderNo(now time.Time) string {
+	var b [4]byte
+	rand.Read(b[:])
+	return "G" + now.UTC().Format("20060102150405.000")[:14] + now.UTC().Format(".000")[1:] + hex.EncodeToString(b[:])
+}
+
+// requestHash fingerprints an application without its orderno, to tell a
+// repeated request from a different one under the same orderno.
+func requestHash(req wire.ApplyRequest) (string, error) {
+	req.OrderNo = ""
+	b, err := json.Marshal(req)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256(append(b, []byte("\x1f"+req.OrgCode)...))
+	return hex.EncodeToString(h[:]), nil
+}
+
+func orderOf(r wire.ApplyRequest, hash string) *model.Order {
+	return &model.Order{OrderNo: r.OrderNo, OrgCode: r.OrgCode, Status: model.StatusApplying, RequestHash: hash,
+		ApplicantName: r.ApplicantName, ApplicantCode: r.ApplicantCode, DepositAmount: r.DepositAmount,
+		ProjectName: r.ProjectName, ProjectCode: r.ProjectCode, LotName: r.LotName, LotCode: r.LotCode,
+		OpeningAt: r.OpeningAt, TendererName: r.TendererName, TendererCode: r.TendererCode, DeadlineAt: r.DeadlineAt,
+		AccountBank: r.AccountBank, AccountName: r.AccountName, AccountNo: r.AccountNo,
+		ContactName: r.ContactName, ContactPhone: r.ContactPhone, ContactEmail: r.ContactEmail}
+}
+
+func applyRequestOf(o *model.Order) wire.ApplyRequest {
+	return wire.ApplyRequest{OrgCode: o.OrgCode, OrderNo: o.OrderNo, ApplicantName: o.ApplicantName,
+		ApplicantCode: o.ApplicantCode, DepositAmount: o.DepositAmount, ProjectName: o.ProjectName,
+		ProjectCode: o.ProjectCode, LotName: o.LotName, LotCode: o.LotCode, OpeningAt: o.OpeningAt,
+		TendererName: o.TendererName, TendererCode: o.TendererCode, DeadlineAt: o.DeadlineAt,
+		AccountBank: o.AccountBank, AccountName: o.AccountName, AccountNo: o.AccountNo,
+		ContactName: o.ContactName, ContactPhone: o.ContactPhone, ContactEmail: o.ContactEmail}
+}

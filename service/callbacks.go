@@ -1,0 +1,388 @@
+package service
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/procurement/gateway/model"
+	"github.com/procurement/gateway/wire"
+)
+
+// Callback kinds: the three routes institutions post to.
+const (
+	KindPayState    = "paystate"
+	KindApplyNotify = "applynotify"
+	KindRelease     = "release"
+)
+
+// CallbackInput is one received callback, as the handler read it.
+type CallbackInput struct {
+	Kind       string
+	AppKey     string
+	Body       []byte
+	RemoteAddr string
+	RequestID  string
+}
+
+// Reply is the answer to a callback: the generic response and its HTTP status.
+type Reply struct {
+	HTTPStatus int
+	Body       wire.Response
+}
+
+// callbackErr is a refusal with its errcode (DECISIONS.md §7).
+type callbackErr struct {
+	code string
+	msg  string
+	err  error
+}
+
+func (e *callbackErr) Error() string { return e.code + " " + e.msg }
+func (e *callbackErr) Unwrap() error { return e.err }
+
+func refuse(code, format string, args ...any) *callbackErr {
+	return &callbackErr{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// outcome is what one callback did, for the audit row, the log and the reply.
+type outcome struct {
+	inst        *Institution
+	orderNo     string
+	guaranteeNo string
+	result      string // model.Outcome*
+	note        string
+}
+
+// HandleCallback takes one callback: it identifies the institution by
+// appKey (100001), decrypts the body (100002), validates every field
+// (100003), then in one transaction records the callback with its dedup
+// key, applies its effect and appends the order's events. It answers stat 1
+// only after the commit. A callback whose dedup key was accepted before
+// answers stat 1 and changes nothing. Unknown order or guarantee → 200001;
+// facts that contradict what is stored → 200002; storage down → HTTP 503
+// with 500001, so that the institution sends it again.
+func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
+	start := time.Now()
+	out := outcome{result: model.OutcomeAccepted}
+	err := s.takeCallback(ctx, in, &out)
+
+	var reply Reply
+	var ce *callbackErr
+	switch {
+	case err == nil:
+		reply = Reply{http.StatusOK, wire.Response{Stat: 1, Errcode: wire.CodeOK, Msg: "成功"}}
+	case errors.As(err, &ce):
+		out.result = model.OutcomeRejected
+		status := http.StatusOK
+		if ce.code == wire.CodeUnavailable {
+			status = http.StatusServiceUnavailable
+		} else if ce.code == codeRateLimited {
+			status = http.StatusTooManyRequests
+		}
+		reply = Reply{status, wire.Response{Stat: 0, Errcode: ce.code, Msg: ce.msg}}
+	default:
+		out.result = model.OutcomeRejected
+		reply = Reply{http.StatusServiceUnavailable, wire.Response{Stat: 0, Errcode: wire.CodeUnavailable, Msg: "storage unavailable, retry"}}
+	}
+	// Refusals are audited too; what was accepted has its row already.
+	if out.result == model.OutcomeRejected && reply.Body.Errcode != wire.CodeUnavailable {
+		if aerr := s.audit(ctx, in, &out, reply.Body, nil); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+	}
+	org := ""
+	if out.inst != nil {
+		org = out.inst.OrgCode
+	}
+	d := time.Since(start)
+	s.metrics.Callback(org, in.Kind, out.result, reply.Body.Errcode, d)
+	fields := logrus.Fields{"institution": org, "kind": in.Kind, "outcome": out.result,
+		"errcode": reply.Body.Errcode, "latency_ms": d.Milliseconds(), "request_id": in.RequestID, "bytes": len(in.Body)}
+	if out.orderNo != "" {
+		fields["orderno"] = out.orderNo
+	}
+	if out.guaranteeNo != "" {
+		fields["bhno"] = out.guaranteeNo
+	}
+	entry := s.log.WithFields(fields)
+	switch {
+	case reply.HTTPStatus >= 500:
+		entry.WithError(err).Error("callback not stored")
+	case err != nil:
+		entry.WithField("reason", reply.Body.Msg).Warn("callback refused")
+	default:
+		entry.Info("callback")
+	}
+	return reply
+}
+
+// codeRateLimited answers a sender over its rate limit (HTTP 429, stat 0):
+// not in DECISIONS.md §7, which has no code for it; the sender retries.
+const codeRateLimited = "500002"
+
+func (s *Service) takeCallback(ctx context.Context, in CallbackInput, out *outcome) error {
+	inst, ok := s.insts.ByAppKey(in.AppKey)
+	if !ok {
+		return refuse(wire.CodeBadAppKey, "missing or unknown appKey")
+	}
+	out.inst = inst
+	if err := admit(inst, in.RemoteAddr); err != nil {
+		return err
+	}
+	ct, err := wire.Ciphertext(in.Body)
+	if err != nil {
+		return refuse(wire.CodeBadCipher, "body is not an envelope")
+	}
+	plain, err := inst.Cipher.Decrypt(ct)
+	if err != nil {
+		return refuse(wire.CodeBadCipher, "data does not decrypt under this appKey's secret")
+	}
+	switch in.Kind {
+	case KindPayState:
+		p, err := wire.ParsePayState(plain)
+		if err != nil {
+			return badParam(err)
+		}
+		out.orderNo = p.OrderNo
+		return s.payState(ctx, in, out, p)
+	case KindApplyNotify:
+		n, err := wire.ParseApplyNotify(plain)
+		if err != nil {
+			return badParam(err)
+		}
+		out.orderNo, out.guaranteeNo = n.OrderNo, n.GuaranteeNo
+		return s.applyNotify(ctx, in, out, n)
+	case KindRelease:
+		r, err := wire.ParseRelease(plain)
+		if err != nil {
+			return badParam(err)
+		}
+		out.guaranteeNo = r.GuaranteeNo
+		return s.release(ctx, in, out, r)
+	}
+	return refuse(wire.CodeBadParam, "unknown callback %q", in.Kind)
+}
+
+// admit applies the institution's optional source allowlist and rate limit.
+func admit(inst *Institution, remote string) error {
+	if len(inst.Allow) > 0 {
+		host, _, err := net.SplitHostPort(remote)
+		if err != nil {
+			host = remote
+		}
+		ip := net.ParseIP(host)
+		allowed := false
+		for _, n := range inst.Allow {
+			if ip != nil && n.Contains(ip) {
+				allowed = true
+				break
+			}
+		}
+		if !allowed {
+			return refuse(wire.CodeBadAppKey, "source address not allowed for this appKey")
+		}
+	}
+	if inst.Limiter != nil && !inst.Limiter.Allow() {
+		return refuse(codeRateLimited, "too many callbacks, retry later")
+	}
+	return nil
+}
+
+func badParam(err error) error {
+	var fe *wire.FieldError
+	if errors.As(err, &fe) {
+		return &callbackErr{code: wire.CodeBadParam, msg: "invalid parameter " + fe.Field + ": " + fe.Reason, err: err}
+	}
+	return &callbackErr{code: wire.CodeBadParam, msg: "invalid parameters", err: err}
+}
+
+// dedupKey identifies "the same callback" of one institution.
+func dedupKey(parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x1f")))
+	return hex.EncodeToString(h[:])
+}
+
+// errRepeat says the callback's dedup key was accepted before.
+var errRepeat = errors.New("callback accepted before")
+
+// accept runs a callback's effect in one transaction that first records the
+// callback under its dedup key. If the key was taken by an earlier callback,
+// nothing is applied: the repeat is audited as a duplicate and acknowledged.
+func (s *Service) accept(ctx context.Context, in CallbackInput, out *outcome, key string, effect func(tx model.Tx, cb *model.Callback) error) error {
+	err := s.store.InTx(ctx, func(tx model.Tx) error {
+		cb := s.callbackRow(in, out, wire.Response{Errcode: wire.CodeOK}, &key)
+		if err := tx.InsertCallback(cb); errors.Is(err, model.ErrDuplicate) {
+			return errRepeat
+		} else if err != nil {
+			return err
+		}
+		if err := effect(tx, cb); err != nil {
+			return err
+		}
+		if out.result != model.OutcomeAccepted || out.note != "" {
+			// The effect decided the callback was late: say so in its row.
+			return tx.SetCallbackOutcome(cb.ID, out.result, out.note)
+		}
+		return nil
+	})
+	var ce *callbackErr
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errRepeat):
+		out.result = model.OutcomeDuplicate
+		if aerr := s.audit(ctx, in, out, wire.Response{Errcode: wire.CodeOK}, nil); aerr != nil {
+			// The original is stored, so stat 1 would be true; but a store
+			// that cannot write the audit row is not well, and the sender
+			// loses nothing by sending once more.
+			return &callbackErr{code: wire.CodeUnavailable, msg: "storage unavailable, retry", err: aerr}
+		}
+		return nil
+	case errors.As(err, &ce):
+		return err
+	case errors.Is(err, model.ErrDuplicate):
+		// A unique index of the effect refused it: it contradicts a stored fact.
+		return &callbackErr{code: wire.CodeConflict, msg: "conflicts with what is stored", err: err}
+	default:
+		return &callbackErr{code: wire.CodeUnavailable, msg: "storage unavailable, retry", err: err}
+	}
+}
+
+// audit records a callback outside the effect's transaction: refusals and
+// duplicates, which change nothing else.
+func (s *Service) audit(ctx context.Context, in CallbackInput, out *outcome, resp wire.Response, key *string) error {
+	cb := s.callbackRow(in, out, resp, key)
+	cb.Msg = truncate(resp.Msg, 500)
+	return s.store.With(ctx).InsertCallback(cb)
+}
+
+func (s *Service) callbackRow(in CallbackInput, out *outcome, resp wire.Response, key *string) *model.Callback {
+	sum := sha256.Sum256(in.Body)
+	cb := &model.Callback{Kind: in.Kind, OrderNo: truncate(out.orderNo, 32), GuaranteeNo: truncate(out.guaranteeNo, 64),
+		DedupKey: key, BodySha256: hex.EncodeToString(sum[:]), BodySize: int64(len(in.Body)),
+		Outcome: out.result, Errcode: resp.Errcode, RemoteAddr: truncate(in.RemoteAddr, 64),
+		RequestID: truncate(in.RequestID, 64), ReceivedAt: s.now()}
+	if out.inst != nil {
+		cb.OrgCode = out.inst.OrgCode
+	}
+	// A body over the limit carries a PDF, which is stored once, in
+	// guarantee_files; its audit keeps the digest and the size.
+	if int64(len(in.Body)) <= s.set.RawAuditLimit {
+		cb.Body = in.Body
+	}
+	return cb
+}
+
+// payState records a pay or refund. Dedup key: institution, orderno, type,
+// paytime and paymoney. Unknown orderno → 200001.
+func (s *Service) payState(ctx context.Context, in CallbackInput, out *outcome, p wire.PayState) error {
+	org := out.inst.OrgCode
+	key := dedupKey(KindPayState, org, p.OrderNo, p.Kind, fmt.Sprint(p.PaidAt.UnixMilli()), p.Amount.StringFixed(2))
+	return s.accept(ctx, in, out, key, func(tx model.Tx, cb *model.Callback) error {
+		o, err := s.ownOrder(tx, org, p.OrderNo)
+		if err != nil {
+			return err
+		}
+		pay := &model.Payment{DedupKey: key, OrderNo: o.OrderNo, OrgCode: org, Kind: p.Kind, Amount: p.Amount,
+			PaidAt: p.PaidAt, PayerName: p.PayerName, PayerAccount: p.PayerAccount, CallbackID: cb.ID}
+		if err := tx.InsertPayment(pay); err != nil {
+			return err
+		}
+		if err := tx.RecomputePaid(o.OrderNo); err != nil {
+			return err
+		}
+		what := "pay"
+		if p.Kind == wire.PayKindRefund {
+			what = "refund"
+		}
+		return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote, Name: what, RefID: &cb.ID,
+			Detail: fmt.Sprintf("%s %s yuan at %s from %s", what, p.Amount.StringFixed(2),
+				p.PaidAt.Format(time.RFC3339), MaskAccount(p.PayerAccount))})
+	})
+}
+
+// ownOrder finds the order of this institution; another institution's order
+// is as unknown to the sender as one that does not exist.
+func (s *Service) ownOrder(tx model.Tx, org, orderNo string) (*model.Order, error) {
+	o, err := tx.Order(orderNo)
+	if errors.Is(err, model.ErrNotFound) || err == nil && o.OrgCode != org {
+		return nil, refuse(wire.CodeUnknown, "unknown orderno %s", orderNo)
+	}
+	return o, err
+}
+
+// applyNotify applies the institution's decision (staus 2 processing, 0
+// failed, 1 issued). Dedup key: institution, orderno, state and bhno.
+func (s *Service) applyNotify(ctx context.Context, in CallbackInput, out *outcome, n wire.ApplyNotify) error {
+	org := out.inst.OrgCode
+	key := dedupKey(KindApplyNotify, org, n.OrderNo, n.State, n.GuaranteeNo)
+	return s.accept(ctx, in, out, key, func(tx model.Tx, cb *model.Callback) error {
+		o, err := s.ownOrder(tx, org, n.OrderNo)
+		if err != nil {
+			return err
+		}
+		p := progress{state: n.State, guaranteeNo: n.GuaranteeNo, remark: n.Remark, source: "applynotify", refID: &cb.ID,
+			rate: n.PremiumRate, premium: n.Premium, issuerName: n.IssuerName, issuerAddress: n.IssuerAddress,
+			issuerPhone: n.IssuerPhone, issuedAt: n.IssuedAt, file: n.File, missing: n.Missing, withDetails: true}
+		res, err := s.applyProgress(tx, o, p)
+		if err != nil {
+			return err
+		}
+		if res.late {
+			out.result, out.note = model.OutcomeLate, res.note
+		}
+		return nil
+	})
+}
+
+// release records the guarantee's end: state 0 surrendered (退保), 1
+// cancelled (注销), from issued or cancelling. Dedup key: institution, bhno,
+// state. Unknown bhno → 200001; any other status → 200002.
+func (s *Service) release(ctx context.Context, in CallbackInput, out *outcome, r wire.Release) error {
+	org := out.inst.OrgCode
+	key := dedupKey(KindRelease, org, r.GuaranteeNo, r.State)
+	to := model.StatusCancelled
+	if r.State == wire.ReleaseSurrendered {
+		to = model.StatusSurrendered
+	}
+	return s.accept(ctx, in, out, key, func(tx model.Tx, cb *model.Callback) error {
+		o, err := tx.OrderByGuarantee(org, r.GuaranteeNo)
+		if errors.Is(err, model.ErrNotFound) {
+			return refuse(wire.CodeUnknown, "unknown bhno %s", r.GuaranteeNo)
+		}
+		if err != nil {
+			return err
+		}
+		out.orderNo = o.OrderNo
+		from := []model.Status{model.StatusIssued, model.StatusCancelling}
+		moved, err := tx.MoveOrder(o.OrderNo, from, to, nil)
+		if err != nil {
+			return err
+		}
+		if !moved {
+			return refuse(wire.CodeConflict, "guarantee %s is %s, cannot become %s", r.GuaranteeNo, o.Status, to)
+		}
+		return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventStatus, Name: KindRelease,
+			FromStatus: string(o.Status), ToStatus: string(to), RefID: &cb.ID})
+	})
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut on a rune boundary so the column never holds half a character.
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}

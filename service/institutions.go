@@ -1,0 +1,45 @@
+package service
+
+import (
+	"context"
+	"regexp"
+
+	"github.com/procurement/gateway/model"
+)
+
+// InstitutionView is an institution without its secrets.
+type InstitutionView struct {
+	OrgCode string `json:"orgcode"`
+	Name    string `json:"name"`
+	Enabled bool   `json:"enabled"`
+	Timeout string `json:"timeout"`
+	Breaker string `json:"breaker"`
+}
+
+// InstitutionList returns the configured institutions, without secrets.
+func (s *Service) InstitutionList() []InstitutionView {
+	out := make([]InstitutionView, 0, len(s.insts.All()))
+	for _, in := range s.insts.All() {
+		v := InstitutionView{OrgCode: in.OrgCode, Name: in.Name, Enabled: !in.Disabled, Timeout: in.Timeout.String()}
+		if in.Client != nil {
+			v.Breaker = in.Client.BreakerState()
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+var datePattern = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}$`)
+
+// Findings returns the reconciliation findings of a day (YYYY-MM-DD).
+// Returns EInvalid, EUnavailable.
+func (s *Service) Findings(ctx context.Context, date string) ([]model.Finding, error) {
+	if !datePattern.MatchString(date) {
+		return nil, errf(EInvalid, "date", "date must be YYYY-MM-DD")
+	}
+	fs, err := s.store.With(ctx).Findings(date)
+	if err != nil {
+		return nil, storeErr("findings", err)
+	}
+	return fs, nil
+}

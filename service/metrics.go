@@ -1,0 +1,122 @@
+package service
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/procurement/gateway/model"
+)
+
+// PrometheusMetrics counts what the gateway does, on its own registry (no
+// global default registry: tests build as many gateways as they like).
+type PrometheusMetrics struct {
+	reg       *prometheus.Registry
+	callbacks *prometheus.CounterVec
+	cbLatency *prometheus.HistogramVec
+	calls     *prometheus.CounterVec
+	callLat   *prometheus.HistogramVec
+	jobRuns   *prometheus.CounterVec
+	jobDur    *prometheus.HistogramVec
+}
+
+// NewPrometheusMetrics registers the gateway's metrics and the Go runtime
+// and process collectors.
+func NewPrometheusMetrics() *PrometheusMetrics {
+	m := &PrometheusMetrics{
+		reg: prometheus.NewRegistry(),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_callbacks_total",
+			Help: "Callbacks received, by institution, kind, result (accepted, duplicate, late, rejected) and errcode."},
+			[]string{"institution", "kind", "result", "errcode"}),
+		cbLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_callback_duration_seconds",
+			Help: "Time to take a callback, decryption and commit included.", Buckets: prometheus.DefBuckets},
+			[]string{"institution", "kind"}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_institution_calls_total",
+			Help: "Outbound calls to institutions, by endpoint and outcome (ok or the failure kind)."},
+			[]string{"institution", "endpoint", "outcome"}),
+		callLat: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_institution_call_duration_seconds",
+			Help: "Latency of outbound calls.", Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}},
+			[]string{"institution", "endpoint"}),
+		jobRuns: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_job_runs_total",
+			Help: "Scheduled job runs, by job and result."}, []string{"job", "result"}),
+		jobDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_job_duration_seconds",
+			Help: "Duration of scheduled job runs.", Buckets: []float64{.01, .1, .5, 1, 5, 15, 60, 300}}, []string{"job"}),
+	}
+	m.reg.MustRegister(m.callbacks, m.cbLatency, m.calls, m.callLat, m.jobRuns, m.jobDur,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Callback counts one callback.
+func (m *PrometheusMetrics) Callback(org, kind, result, errcode string, d time.Duration) {
+	m.callbacks.WithLabelValues(org, kind, result, errcode).Inc()
+	m.cbLatency.WithLabelValues(org, kind).Observe(d.Seconds())
+}
+
+// Call counts one outbound attempt.
+func (m *PrometheusMetrics) Call(org, endpoint, outcome string, d time.Duration) {
+	m.calls.WithLabelValues(org, endpoint, outcome).Inc()
+	m.callLat.WithLabelValues(org, endpoint).Observe(d.Seconds())
+}
+
+// JobRun counts one job run.
+func (m *PrometheusMetrics) JobRun(job, result string, d time.Duration) {
+	m.jobRuns.WithLabelValues(job, result).Inc()
+	m.jobDur.WithLabelValues(job).Observe(d.Seconds())
+}
+
+// Watch adds gauges read from the database at scrape time: orders by status
+// and deliveries by status (pending, dead), so that they are right across
+// replicas and restarts.
+func (m *PrometheusMetrics) Watch(s *Service) {
+	m.reg.MustRegister(&stateCollector{s: s,
+		orders: prometheus.NewDesc("gateway_orders", "Orders by status.", []string{"status"}, nil),
+		flagged: prometheus.NewDesc("gateway_orders_flagged", "Orders flagged for operators (stale, apply_unconfirmed, pull_failed).",
+			[]string{"flag"}, nil),
+		deliveries: prometheus.NewDesc("gateway_deliveries", "Project-state deliveries by status.", []string{"status"}, nil),
+		up:         prometheus.NewDesc("gateway_database_up", "1 when the last scrape could read the database.", nil, nil)})
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *PrometheusMetrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+type stateCollector struct {
+	s                               *Service
+	orders, flagged, deliveries, up *prometheus.Desc
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.orders
+	ch <- c.flagged
+	ch <- c.deliveries
+	ch <- c.up
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st := c.s.store.With(ctx)
+	byStatus, err1 := st.CountByStatus()
+	byFlag, err2 := st.CountFlagged()
+	dels, err3 := st.CountDeliveries()
+	if err1 != nil || err2 != nil || err3 != nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	for _, st := range model.AllStatuses {
+		ch <- prometheus.MustNewConstMetric(c.orders, prometheus.GaugeValue, float64(byStatus[st]), string(st))
+	}
+	for _, f := range []string{model.FlagStale, model.FlagApplyUnconfirmed, model.FlagPullFailed} {
+		ch <- prometheus.MustNewConstMetric(c.flagged, prometheus.GaugeValue, float64(byFlag[f]), f)
+	}
+	for _, d := range []string{model.DeliveryPending, model.DeliveryDelivered, model.DeliveryDead} {
+		ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.GaugeValue, float64(dels[d]), d)
+	}
+}

@@ -1,0 +1,150 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+
+	"github.com/procurement/gateway/client"
+	"github.com/procurement/gateway/model"
+	"github.com/procurement/gateway/wire"
+)
+
+// DeliveryView is where one institution's copy of a project state stands.
+type DeliveryView struct {
+	ID            int64        `json:"id"`
+	OrgCode       string       `json:"orgcode"`
+	Status        string       `json:"status"`
+	Attempts      int          `json:"attempts"`
+	NextAttemptAt *wire.Millis `json:"next_attempt_at,omitempty"`
+	LastError     string       `json:"last_error,omitempty"`
+}
+
+// PushView is a project-state announcement and its deliveries.
+type PushView struct {
+	ID         int64          `json:"id"`
+	XMCode     string         `json:"xmcode"`
+	BDCode     string         `json:"bdcode"`
+	State      string         `json:"state"`
+	Deliveries []DeliveryView `json:"deliveries"`
+}
+
+func pushView(p *model.ProjectStatePush, ds []model.Delivery) *PushView {
+	v := &PushView{ID: p.ID, XMCode: p.ProjectCode, BDCode: p.LotCode, State: p.State, Deliveries: make([]DeliveryView, 0, len(ds))}
+	for _, d := range ds {
+		dv := DeliveryView{ID: d.ID, OrgCode: d.OrgCode, Status: d.Status, Attempts: d.Attempts, LastError: d.LastError}
+		if d.NextAttemptAt != nil && d.Status == model.DeliveryPending {
+			dv.NextAttemptAt = &wire.Millis{Time: *d.NextAttemptAt}
+		}
+		v.Deliveries = append(v.Deliveries, dv)
+	}
+	return v
+}
+
+// PushProjectState stores the project's final state with one delivery per
+// institution that holds an order of that xmcode+bdcode, then tries each at
+// once; what fails is left to the redelivery job. Returns EInvalid (state
+// outside 1–4, a field), EUnavailable.
+func (s *Service) PushProjectState(ctx context.Context, body []byte) (*PushView, error) {
+	ps, err := wire.ParseProjectState(body)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	push := &model.ProjectStatePush{ProjectName: ps.ProjectName, ProjectCode: ps.ProjectCode, LotName: ps.LotName,
+		LotCode: ps.LotCode, OpeningAt: ps.OpeningAt, State: ps.State}
+	var ds []model.Delivery
+	err = s.store.InTx(ctx, func(tx model.Tx) error {
+		orgs, err := tx.InstitutionsForLot(ps.ProjectCode, ps.LotCode)
+		if err != nil {
+			return err
+		}
+		ds, err = tx.InsertPush(push, orgs)
+		return err
+	})
+	if err != nil {
+		return nil, storeErr("project state", err)
+	}
+	var wg sync.WaitGroup
+	for i := range ds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.deliver(ctx, push, &ds[i])
+		}()
+	}
+	wg.Wait()
+	return s.ProjectStateStatus(ctx, push.ID)
+}
+
+// ProjectStateStatus returns a push and its deliveries. Returns ENotFound, EUnavailable.
+func (s *Service) ProjectStateStatus(ctx context.Context, id int64) (*PushView, error) {
+	p, ds, err := s.store.With(ctx).Push(id)
+	if err != nil {
+		return nil, storeErr("project state "+strconv.FormatInt(id, 10), err)
+	}
+	return pushView(p, ds), nil
+}
+
+// RetryDelivery re-arms a dead delivery: pending, due now, attempts kept.
+// Returns ENotFound, EConflict (not dead), EUnavailable.
+func (s *Service) RetryDelivery(ctx context.Context, id int64) (*DeliveryView, error) {
+	st := s.store.With(ctx)
+	ok, err := st.UpdateDelivery(id, model.Changes{"status": model.DeliveryPending, "next_attempt_at": s.now(), "last_error": ""},
+		model.Changes{"status": model.DeliveryDead})
+	if err != nil {
+		return nil, storeErr("delivery", err)
+	}
+	d, err := st.Delivery(id)
+	if err != nil {
+		return nil, storeErr("delivery "+strconv.FormatInt(id, 10), err)
+	}
+	if !ok {
+		return nil, errf(EConflict, "", "delivery %d is %s, not dead", id, d.Status)
+	}
+	return &DeliveryView{ID: d.ID, OrgCode: d.OrgCode, Status: d.Status, Attempts: d.Attempts}, nil
+}
+
+// deliver makes one attempt of a delivery under a lease, so that the API's
+// first try and the redelivery job of any instance never send the same
+// delivery at once. It reports whether the delivery was taken.
+func (s *Service) deliver(ctx context.Context, p *model.ProjectStatePush, d *model.Delivery) bool {
+	st := s.store.With(ctx)
+	now := s.now()
+	until := now.Add(s.set.Lease)
+	token := s.set.Owner + "/" + strconv.FormatInt(now.UnixNano(), 36)
+	claimed, err := st.ClaimDelivery(d.ID, token, now, until)
+	if err != nil || !claimed {
+		return false
+	}
+	inst, ok := s.insts.ByOrgCode(d.OrgCode)
+	var callErr error
+	if !ok {
+		callErr = errors.New("institution no longer configured")
+	} else {
+		callErr = inst.Client.ProjectState(ctx, wire.ProjectState{ProjectName: p.ProjectName, ProjectCode: p.ProjectCode,
+			LotName: p.LotName, LotCode: p.LotCode, OpeningAt: p.OpeningAt, State: p.State})
+	}
+	attempts := d.Attempts + 1
+	set := model.Changes{"attempts": attempts, "lease_owner": "", "lease_until": nil}
+	if callErr == nil {
+		set["status"], set["delivered_at"], set["next_attempt_at"], set["last_error"] = model.DeliveryDelivered, s.now(), nil, ""
+	} else {
+		set["last_error"] = truncate(callErr.Error(), 512)
+		if attempts > len(s.set.RedeliveryBackoff) {
+			set["status"], set["next_attempt_at"] = model.DeliveryDead, nil
+		} else {
+			wait := s.set.RedeliveryBackoff[attempts-1]
+			var ce *client.Error
+			if errors.As(callErr, &ce) && ce.RetryAfter > wait {
+				wait = ce.RetryAfter // the institution asked for more time
+			}
+			set["next_attempt_at"] = s.now().Add(wait)
+		}
+	}
+	if _, err := st.UpdateDelivery(d.ID, set, model.Changes{"lease_owner": token}); err != nil {
+		s.log.WithError(err).WithField("delivery", d.ID).Error("delivery result not stored")
+	}
+	d.Attempts = attempts
+	return callErr == nil
+}
