@@ -168,7 +168,7 @@ func ParseGuaranteeRef(plain []byte) (GuaranteeRef, error) {
 // QueryResult is queryurl's answer (interface.md §3.2.2). It has no bhno; an
 // institution that adds one has it used (DECISIONS.md §6).
 type QueryResult struct {
-	Status      string    // NotifyFailed, NotifyIssued, NotifyProcessing
+	Status      string // NotifyFailed, NotifyIssued, NotifyProcessing
 	Describe    string
 	DealtAt     time.Time // zero when absent
 	GuaranteeNo string
