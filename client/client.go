@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shopspring/decimal"
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/procurement/gateway/crypto"
@@ -42,6 +43,16 @@ const (
 	maxAnswer     = 1 << 20
 	maxPullAnswer = 96 << 20
 )
+
+// maxRetryWait bounds a pause between attempts: the doubling back-off is
+// capped there, and an institution whose Retry-After asks for longer is not
+// waited for inline: the error carries RetryAfter and the caller (a job with
+// its own schedule) comes back then, rather than a worker sleeping minutes.
+const maxRetryWait = 30 * time.Second
+
+// defaultTimeout is used when a Config has none: a zero timeout would make
+// every attempt fail before it starts.
+const defaultTimeout = 10 * time.Second
 
 // Record is what is kept of one attempt: never a secret, never plaintext.
 type Record struct {
@@ -71,7 +82,7 @@ type Config struct {
 	BaseURL string // apply, cost and xmstate live under it
 	AppKey  string
 	Cipher  crypto.Cipher
-	Timeout time.Duration // per attempt
+	Timeout time.Duration // per attempt; 10s when zero
 	Retries int           // extra attempts of idempotent calls
 	// Breaker: open after this many consecutive failures, for OpenFor.
 	BreakerFailures uint32
@@ -100,6 +111,9 @@ func New(cfg Config, hc *http.Client, rec Recorder) *Client {
 	if cfg.RetryWait == 0 {
 		cfg.RetryWait = 200 * time.Millisecond
 	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = defaultTimeout
+	}
 	c := &Client{cfg: cfg, http: hc, rec: rec}
 	c.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        cfg.OrgCode,
@@ -109,6 +123,13 @@ func New(cfg Config, hc *http.Client, rec Recorder) *Client {
 		IsSuccessful: func(err error) bool {
 			var ce *Error
 			return err == nil || !errors.As(err, &ce) || !ce.breakerFailure()
+		},
+		// A call abandoned by its caller (shutdown, a client that went away)
+		// says nothing about the institution: neither success nor failure,
+		// and in half-open it frees the probe slot for the next call.
+		IsExcluded: func(err error) bool {
+			var ce *Error
+			return errors.As(err, &ce) && ce.callerGone
 		},
 	})
 	return c
@@ -138,6 +159,9 @@ func (c *Client) BreakerState() string { return c.breaker.State().String() }
 // with the same orderno.
 func (c *Client) Apply(ctx context.Context, req wire.ApplyRequest) (wire.ApplyResult, error) {
 	var res wire.ApplyResult
+	if err := c.exactMoney(EndpointApply, "bzjmoney", req.DepositAmount); err != nil {
+		return res, err
+	}
 	err := c.call(ctx, call{endpoint: EndpointApply, url: c.under("guarantee/apply"), orderNo: req.OrderNo,
 		params: req, check: func(b []byte) error { _, err := wire.ParseApplyRequest(b, false); return err },
 		answer: func(b []byte) (err error) { res, err = wire.ParseApplyResult(b); return err }})
@@ -147,6 +171,9 @@ func (c *Client) Apply(ctx context.Context, req wire.ApplyRequest) (wire.ApplyRe
 // Cost asks /guarantee/cost for a fee estimate; retried when safe.
 func (c *Client) Cost(ctx context.Context, req wire.CostRequest) (wire.CostResult, error) {
 	var res wire.CostResult
+	if err := c.exactMoney(EndpointCost, "bzjmoney", req.DepositAmount); err != nil {
+		return res, err
+	}
 	err := c.call(ctx, call{endpoint: EndpointCost, url: c.under("guarantee/cost"), params: req, idempotent: true,
 		check:  func(b []byte) error { _, err := wire.ParseCostRequest(b); return err },
 		answer: func(b []byte) (err error) { res, err = wire.ParseCostResult(b); return err }})
@@ -184,6 +211,17 @@ func (c *Client) Cancel(ctx context.Context, cancelURL, orderNo, bhno string) er
 	return c.call(ctx, call{endpoint: EndpointCancel, url: cancelURL, orderNo: orderNo,
 		params: wire.GuaranteeRef{GuaranteeNo: bhno},
 		check:  func(b []byte) error { _, err := wire.ParseGuaranteeRef(b); return err }})
+}
+
+// exactMoney refuses an amount with more than two decimals: wire.Amount
+// writes two decimals by rounding, and money must never be changed on the
+// way out without anyone noticing (DECISIONS.md §5).
+func (c *Client) exactMoney(endpoint, field string, d decimal.Decimal) error {
+	if d.Equal(d.Round(2)) {
+		return nil
+	}
+	return &Error{Kind: KindInvalid, OrgCode: c.cfg.OrgCode, Endpoint: endpoint,
+		Err: fmt.Errorf("%s: %s has more than two decimals", field, d.String())}
 }
 
 func (c *Client) under(path string) string {
@@ -233,41 +271,65 @@ func (c *Client) call(ctx context.Context, k call) error {
 		attempts = 1 + c.cfg.Retries
 	}
 	wait := c.cfg.RetryWait
+	var last error // the previous attempt's failure
 	for attempt := 1; ; attempt++ {
+		if ctx.Err() != nil {
+			// The caller gave up before this attempt: nothing was sent.
+			if last != nil {
+				return last
+			}
+			e := fail(KindUnreachable, ctx.Err())
+			e.callerGone = true
+			return e
+		}
 		_, err = c.breaker.Execute(func() (struct{}, error) {
 			return struct{}{}, c.attempt(ctx, k, body, attempt)
 		})
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
-			e := fail(KindCircuitOpen, err)
-			c.rec.RecordCall(ctx, Record{OrgCode: c.cfg.OrgCode, OrderNo: k.orderNo, Endpoint: k.endpoint, URL: k.url,
-				Attempt: attempt, Outcome: string(KindCircuitOpen), Error: err.Error(), RequestBytes: int64(len(body))})
-			return e
+			c.rec.RecordCall(context.WithoutCancel(ctx), Record{OrgCode: c.cfg.OrgCode, OrderNo: k.orderNo, Endpoint: k.endpoint,
+				URL: redact(k.url), Attempt: attempt, Outcome: string(KindCircuitOpen), Error: err.Error(), RequestBytes: int64(len(body))})
+			if last != nil {
+				// An earlier attempt of this call tripped the breaker: its
+				// failure (an unknown outcome, say) is what the caller must
+				// act on, not the refusal of the retry.
+				return last
+			}
+			return fail(KindCircuitOpen, err)
 		}
 		var ce *Error
 		if err == nil || !errors.As(err, &ce) {
 			return err
 		}
+		last = err
 		again := ce.retryable() && (k.idempotent || ce.Kind == KindUnreachable)
 		if !again || attempt >= attempts {
 			return err
 		}
 		if ce.RetryAfter > wait {
+			if ce.RetryAfter > maxRetryWait {
+				return err
+			}
 			wait = ce.RetryAfter
 		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return err // the caller's deadline would pass while we wait
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return err
-		case <-time.After(wait):
+		case <-t.C:
 		}
-		wait *= 2
+		wait = min(wait*2, maxRetryWait)
 	}
 }
 
 // attempt makes one exchange under the institution's timeout and records it.
-func (c *Client) attempt(ctx context.Context, k call, body []byte, n int) (err error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+func (c *Client) attempt(parent context.Context, k call, body []byte, n int) (err error) {
+	ctx, cancel := context.WithTimeout(parent, c.cfg.Timeout)
 	defer cancel()
-	rec := Record{OrgCode: c.cfg.OrgCode, OrderNo: k.orderNo, Endpoint: k.endpoint, URL: k.url, Attempt: n,
+	rec := Record{OrgCode: c.cfg.OrgCode, OrderNo: k.orderNo, Endpoint: k.endpoint, URL: redact(k.url), Attempt: n,
 		RequestBytes: int64(len(body)), Outcome: "ok"}
 	start := time.Now()
 	defer func() {
@@ -275,6 +337,10 @@ func (c *Client) attempt(ctx context.Context, k call, body []byte, n int) (err e
 		if err != nil {
 			rec.Outcome = string(KindOf(err))
 			rec.Error = truncate(err.Error(), 500)
+			var ce *Error
+			if errors.As(err, &ce) && parent.Err() != nil {
+				ce.callerGone = true // not the institution's doing: see IsExcluded
+			}
 		}
 		c.rec.RecordCall(context.WithoutCancel(ctx), rec)
 	}()
@@ -358,6 +424,16 @@ func sendFailure(err error) Kind {
 		return KindUnreachable
 	}
 	return KindUnknown
+}
+
+// redact hides a password in a URL (https://user:pass@host/...) before the
+// URL is recorded.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Redacted()
 }
 
 func retryAfter(v string) time.Duration {

@@ -14,8 +14,9 @@ const (
 	// KindUnknown: the request may have reached the institution (timeout,
 	// connection reset after sending): the outcome is unknown.
 	KindUnknown Kind = "unknown"
-	// KindUnreachable: the request surely did not leave (dial refused, DNS):
-	// nothing happened there, safe to try again.
+	// KindUnreachable: the request surely did not leave (dial refused, DNS,
+	// or the caller's context was done before it was sent): nothing
+	// happened there, safe to try again.
 	KindUnreachable Kind = "unreachable"
 	// KindHTTP: the institution answered with an HTTP error status.
 	KindHTTP Kind = "http_error"
@@ -39,6 +40,10 @@ type Error struct {
 	Errcode    string        // KindRefused
 	Msg        string        // KindRefused: the institution's message
 	Err        error         // the cause, if any
+
+	// callerGone: the caller's context ended (not the institution's
+	// timeout), so the failure says nothing about the institution.
+	callerGone bool
 }
 
 func (e *Error) Error() string {
