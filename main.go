@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -143,8 +144,14 @@ func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, 
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Server.Addr, err)
 	}
+	// net/http's own complaints (TLS handshakes refused, say a client
+	// offering only TLS 1.1) go through logrus, so that the log stays JSON
+	// and an operator sees why an institution cannot connect.
+	httpErrors := log.WriterLevel(logrus.WarnLevel)
+	defer httpErrors.Close()
 	srv := &http.Server{Handler: gw.handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute,
-		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, TLSConfig: tlsConfig()}
+		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, TLSConfig: tlsConfig(),
+		ErrorLog: stdlog.New(httpErrors, "", 0)}
 	errc := make(chan error, 2)
 	go func() {
 		var err error

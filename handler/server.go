@@ -8,6 +8,7 @@ package handler
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"net/http"
@@ -36,7 +37,7 @@ type Deps struct {
 
 type server struct {
 	Deps
-	tokens [][]byte
+	tokens [][sha256.Size]byte // digests of the bearer tokens
 }
 
 // NewServer returns the gateway's HTTP handler.
@@ -48,10 +49,13 @@ func NewServer(d Deps) http.Handler {
 	s := &server{Deps: d}
 	for _, t := range d.Tokens {
 		if t != "" {
-			s.tokens = append(s.tokens, []byte(t))
+			s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
 		}
 	}
 	r := gin.New()
+	// gin trusts X-Forwarded-For from anyone by default; the logged client
+	// address is the TCP peer instead, as the callbacks' allowlist uses.
+	_ = r.SetTrustedProxies(nil)
 	r.Use(s.requestID, s.accessLog, s.recover)
 	s.routes(r)
 	return r
@@ -73,7 +77,10 @@ func (s *server) requestID(c *gin.Context) {
 	c.Header("X-Request-Id", id)
 	c.Set("request_id", id)
 	entry := s.Log.WithField("request_id", id)
-	c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), logKey, entry))
+	// The service logs with its own logger; the id in the context lets it
+	// put request_id on its lines too (outbound calls made for the request).
+	ctx := service.WithRequestID(c.Request.Context(), id)
+	c.Request = c.Request.WithContext(context.WithValue(ctx, logKey, entry))
 	c.Next()
 }
 
@@ -89,11 +96,20 @@ func (s *server) logger(c *gin.Context) logrus.FieldLogger {
 func (s *server) accessLog(c *gin.Context) {
 	start := time.Now()
 	c.Next()
-	if strings.HasPrefix(c.FullPath(), "/api/guarantee/") || c.FullPath() == "/metrics" || c.FullPath() == "/healthz" {
+	// Probes and scrapes come every few seconds and say nothing; a failed
+	// /readyz logs its own warning.
+	switch p := c.FullPath(); {
+	case strings.HasPrefix(p, "/api/guarantee/"), p == "/metrics", p == "/healthz", p == "/readyz":
 		return
 	}
-	s.logger(c).WithFields(logrus.Fields{"method": c.Request.Method, "route": c.FullPath(), "status": c.Writer.Status(),
-		"latency_ms": time.Since(start).Milliseconds(), "remote": c.ClientIP()}).Info("request")
+	fields := logrus.Fields{"method": c.Request.Method, "route": c.FullPath(), "status": c.Writer.Status(),
+		"latency_ms": time.Since(start).Milliseconds(), "remote": c.ClientIP()}
+	// The order's number, so that "what happened to order X" finds the
+	// API requests about it as well as its callbacks and calls.
+	if no := c.Param("orderno"); no != "" {
+		fields["orderno"] = no
+	}
+	s.logger(c).WithFields(fields).Info("request")
 }
 
 // recover answers a panic with 500 and logs it, never the request body.
@@ -113,9 +129,11 @@ func (s *server) auth(c *gin.Context) {
 	const prefix = "Bearer "
 	ok := false
 	if len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
-		got := []byte(h[len(prefix):])
+		// Digests have one length: ConstantTimeCompare returns at once on
+		// a length mismatch, which would tell a token's length.
+		got := sha256.Sum256([]byte(h[len(prefix):]))
 		for _, t := range s.tokens {
-			if subtle.ConstantTimeCompare(got, t) == 1 {
+			if subtle.ConstantTimeCompare(got[:], t[:]) == 1 {
 				ok = true
 			}
 		}

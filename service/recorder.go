@@ -16,7 +16,7 @@ func (s *Service) RecordCall(ctx context.Context, r client.Record) {
 		Attempt: r.Attempt, HTTPStatus: r.HTTPStatus, Stat: r.Stat, Errcode: r.Errcode, Outcome: r.Outcome,
 		Error: truncate(r.Error, 512), LatencyMs: r.Latency.Milliseconds(), RequestBytes: r.RequestBytes,
 		ResponseBytes: r.ResponseBytes}
-	entry := s.log.WithFields(map[string]any{"institution": r.OrgCode, "endpoint": r.Endpoint, "outcome": r.Outcome,
+	entry := s.logger(ctx).WithFields(map[string]any{"institution": r.OrgCode, "endpoint": r.Endpoint, "outcome": r.Outcome,
 		"http_status": r.HTTPStatus, "latency_ms": r.Latency.Milliseconds(), "attempt": r.Attempt})
 	if r.OrderNo != "" {
 		entry = entry.WithField("orderno", r.OrderNo)
