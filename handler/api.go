@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -70,6 +71,10 @@ func (s *server) fail(c *gin.Context, err error) {
 		entry.Info(msg)
 	}
 	c.AbortWithStatusJSON(status, apiError{Error: apiErrorBody{Code: e.Code, Message: msg, Field: e.Field}})
+}
+
+func (s *server) notFound(c *gin.Context) {
+	c.AbortWithStatusJSON(http.StatusNotFound, apiError{Error: apiErrorBody{Code: service.ENotFound, Message: "no such route"}})
 }
 
 func (s *server) body(c *gin.Context, limit int64) ([]byte, bool) {
@@ -155,12 +160,24 @@ func (s *server) file(c *gin.Context) {
 	etag := `"` + f.Sha256 + `"`
 	c.Header("ETag", etag)
 	c.Header("Cache-Control", "private, max-age=0")
-	if c.GetHeader("If-None-Match") == etag {
+	if etagMatches(c.GetHeader("If-None-Match"), etag) {
 		c.Status(http.StatusNotModified)
 		return
 	}
 	c.Header("Content-Disposition", `attachment; filename="`+f.OrderNo+`.pdf"`)
 	c.Data(http.StatusOK, "application/pdf", f.Content)
+}
+
+// etagMatches reads If-None-Match: "*", or a list of entity tags, weak ones
+// compared by their opaque part (RFC 9110 §13.1.2).
+func etagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *server) cancel(c *gin.Context) {

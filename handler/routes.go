@@ -32,4 +32,7 @@ func (s *server) routes(r *gin.Engine) {
 	r.GET("/readyz", s.readyz)
 	r.GET("/metrics", s.metrics)
 	r.GET("/openapi.yaml", s.openapi)
+
+	// Anything else answers in the error shape of API.md, not gin's text.
+	r.NoRoute(s.notFound)
 }

@@ -43,17 +43,22 @@ func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyOutc
 		return nil, 0, errf(EInvalid, "orgcode", "unknown or disabled institution %q", req.OrgCode)
 	}
 	now := s.now()
-	if !req.DeadlineAt.After(now) {
-		return nil, 0, errf(EInvalid, "tbjztime", "the bid deadline has passed")
-	}
-	if req.OpeningAt.Before(req.DeadlineAt) {
-		return nil, 0, errf(EInvalid, "kbttime", "the bid opening is before the bid deadline")
-	}
-	if req.OrderNo == "" {
+	given := req.OrderNo != ""
+	if !given {
 		req.OrderNo = newOrderNo(now)
 	}
 	hash, err := requestHash(req)
 	if err != nil {
+		return nil, 0, err
+	}
+	if err := checkDates(req, now); err != nil {
+		// A repeat of an application stored before its deadline passed is
+		// answered from the store like any repeat, not refused.
+		if given {
+			if v, outcome, rerr := s.repeat(ctx, req.OrderNo, hash); !errors.Is(rerr, model.ErrNotFound) {
+				return v, outcome, rerr
+			}
+		}
 		return nil, 0, err
 	}
 	// The lease keeps the recovery job off the order while this request is
@@ -71,17 +76,16 @@ func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyOutc
 			ToStatus: string(model.StatusApplying), Detail: "received from the bidding module"})
 	})
 	switch {
-	case errors.Is(err, model.ErrDuplicate):
-		existing, gerr := s.store.With(ctx).Order(req.OrderNo)
-		if gerr != nil {
-			return nil, 0, storeErr("order "+req.OrderNo, gerr)
+	case errors.Is(err, model.ErrDuplicate), errors.Is(err, model.ErrActiveOrder):
+		// A repeat of an active order breaks both unique indexes, and which
+		// one the database names differs (SQLite names the newest index, the
+		// active slot): whether the orderno exists decides.
+		if v, outcome, rerr := s.repeat(ctx, req.OrderNo, hash); !errors.Is(rerr, model.ErrNotFound) {
+			return v, outcome, rerr
 		}
-		if existing.RequestHash != hash {
-			return nil, 0, errf(EConflict, "orderno", "orderno %s exists with a different application", req.OrderNo)
+		if errors.Is(err, model.ErrDuplicate) {
+			return nil, 0, storeErr("apply "+req.OrderNo, err)
 		}
-		v, verr := s.view(ctx, existing)
-		return v, ApplyExisting, verr
-	case errors.Is(err, model.ErrActiveOrder):
 		msg := "the bidder already has an active guarantee order for this lot"
 		if active, aerr := s.store.With(ctx).ActiveOrder(req.ApplicantCode, req.ProjectCode, req.LotCode); aerr == nil {
 			msg += ": " + active.OrderNo
@@ -91,12 +95,46 @@ func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyOutc
 		return nil, 0, storeErr("apply "+req.OrderNo, err)
 	}
 
+	// From here the institution may act on the application: what it answers
+	// is recorded even if the bidding module stops waiting (the call itself
+	// is bounded by the institution's timeout).
+	ctx = context.WithoutCancel(ctx)
 	outcome, err := s.sendApply(ctx, inst, o)
 	if err != nil {
 		return nil, 0, err
 	}
 	v, err := s.View(ctx, o.OrderNo)
 	return v, outcome, err
+}
+
+// checkDates refuses an application whose bid deadline has passed or whose
+// bid opening comes before the deadline.
+func checkDates(req wire.ApplyRequest, now time.Time) error {
+	if !req.DeadlineAt.After(now) {
+		return errf(EInvalid, "tbjztime", "the bid deadline has passed")
+	}
+	if req.OpeningAt.Before(req.DeadlineAt) {
+		return errf(EInvalid, "kbttime", "the bid opening is before the bid deadline")
+	}
+	return nil
+}
+
+// repeat answers an application whose orderno is stored: the same
+// application (by its hash) gets the stored order, another one EConflict.
+// It returns model.ErrNotFound when the orderno is not stored.
+func (s *Service) repeat(ctx context.Context, orderNo, hash string) (*OrderView, ApplyOutcome, error) {
+	existing, err := s.store.With(ctx).Order(orderNo)
+	if errors.Is(err, model.ErrNotFound) {
+		return nil, 0, model.ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, storeErr("order "+orderNo, err)
+	}
+	if existing.RequestHash != hash {
+		return nil, 0, errf(EConflict, "orderno", "orderno %s exists with a different application", orderNo)
+	}
+	v, err := s.view(ctx, existing)
+	return v, ApplyExisting, err
 }
 
 // sendApply calls /guarantee/apply for a stored applying order and applies
@@ -163,9 +201,9 @@ func (s *Service) sendApply(ctx context.Context, inst *Institution, o *model.Ord
 			set["flag"] = model.FlagApplyUnconfirmed
 		}
 		if _, uerr := s.store.With(ctx).UpdateOrder(o.OrderNo, set, model.Changes{"status": string(model.StatusApplying)}); uerr != nil {
-			s.log.WithError(uerr).WithField("orderno", o.OrderNo).Error("apply back-off not stored")
+			s.logger(ctx).WithError(uerr).WithField("orderno", o.OrderNo).Error("apply back-off not stored")
 		}
-		s.log.WithError(err).WithField("orderno", o.OrderNo).Warn("apply outcome unknown; will re-send")
+		s.logger(ctx).WithError(err).WithField("orderno", o.OrderNo).Warn("apply outcome unknown; will re-send")
 		return ApplyPending, nil
 	}
 }

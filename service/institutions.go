@@ -2,7 +2,7 @@ package service
 
 import (
 	"context"
-	"regexp"
+	"time"
 
 	"github.com/procurement/gateway/model"
 )
@@ -29,13 +29,12 @@ func (s *Service) InstitutionList() []InstitutionView {
 	return out
 }
 
-var datePattern = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}$`)
-
-// Findings returns the reconciliation findings of a day (YYYY-MM-DD).
+// Findings returns the reconciliation findings of a day (YYYY-MM-DD, a
+// date of the calendar: 2025-02-30 is refused, not read as an empty day).
 // Returns EInvalid, EUnavailable.
 func (s *Service) Findings(ctx context.Context, date string) ([]model.Finding, error) {
-	if !datePattern.MatchString(date) {
-		return nil, errf(EInvalid, "date", "date must be YYYY-MM-DD")
+	if d, err := time.Parse(time.DateOnly, date); err != nil || d.Format(time.DateOnly) != date {
+		return nil, errf(EInvalid, "date", "date must be a day as YYYY-MM-DD")
 	}
 	fs, err := s.store.With(ctx).Findings(date)
 	if err != nil {

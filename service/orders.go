@@ -70,11 +70,17 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*OrderPage, error) {
 		}
 		before = n
 	}
+	// One more than asked tells whether a next page exists, so that the
+	// last page carries no cursor to an empty one.
 	orders, err := s.store.With(ctx).ListOrders(model.OrderFilter{ProjectCode: q.ProjectCode, LotCode: q.LotCode,
 		Status: model.Status(q.Status), OrgCode: q.OrgCode, ApplicantCode: q.ApplicantCode, Flag: q.Flag,
-		BeforeID: before, Limit: q.Limit})
+		BeforeID: before, Limit: q.Limit + 1})
 	if err != nil {
 		return nil, storeErr("list", err)
+	}
+	more := len(orders) > q.Limit
+	if more {
+		orders = orders[:q.Limit]
 	}
 	page := &OrderPage{Items: make([]*OrderView, 0, len(orders))}
 	for i := range orders {
@@ -84,7 +90,7 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*OrderPage, error) {
 		}
 		page.Items = append(page.Items, v)
 	}
-	if len(orders) == q.Limit {
+	if more {
 		page.NextCursor = strconv.FormatInt(orders[len(orders)-1].ID, 36)
 	}
 	return page, nil
@@ -181,6 +187,9 @@ func (s *Service) Cancel(ctx context.Context, orderNo string) (*OrderView, error
 	if !ok {
 		return nil, errf(EConflict, "", "institution %s is no longer configured", o.OrgCode)
 	}
+	// Once sent, what the institution answers is recorded even if the
+	// bidding module stops waiting; the call is bounded by its timeout.
+	ctx = context.WithoutCancel(ctx)
 	if err := inst.Client.Cancel(ctx, o.CancelURL, o.OrderNo, o.BHNo()); err != nil {
 		return nil, upstream(inst, err)
 	}
@@ -339,24 +348,29 @@ func (s *Service) Events(ctx context.Context, orderNo string) ([]EventView, erro
 	}
 	out := make([]EventView, 0, len(evs)+len(cbs)+len(calls))
 	for _, e := range evs {
-		out = append(out, EventView{ID: e.ID, At: e.CreatedAt, Source: "event", Kind: e.Kind, Name: e.Name,
+		out = append(out, EventView{ID: e.ID, At: wire.Millis{Time: e.CreatedAt}, Source: "event", Kind: e.Kind, Name: e.Name,
 			From: e.FromStatus, To: e.ToStatus, Detail: e.Detail})
 	}
 	for _, c := range cbs {
-		out = append(out, EventView{ID: c.ID, At: c.ReceivedAt, Source: "callback", Kind: model.EventCallback, Name: c.Kind,
+		out = append(out, EventView{ID: c.ID, At: wire.Millis{Time: c.ReceivedAt}, Source: "callback", Kind: model.EventCallback, Name: c.Kind,
 			OrgCode: c.OrgCode, Outcome: c.Outcome, Errcode: c.Errcode, Detail: c.Msg})
 	}
 	for _, c := range calls {
-		out = append(out, EventView{ID: c.ID, At: c.CreatedAt, Source: "call", Kind: model.EventCall, Name: c.Endpoint,
+		// The record is written when the answer is in; the status change
+		// the answer caused follows within the same millisecond, so the
+		// call is placed at its start, before it.
+		sent := c.CreatedAt.Add(-time.Duration(c.LatencyMs) * time.Millisecond)
+		out = append(out, EventView{ID: c.ID, At: wire.Millis{Time: sent}, Source: "call", Kind: model.EventCall, Name: c.Endpoint,
 			OrgCode: c.OrgCode, Outcome: c.Outcome, Errcode: c.Errcode, HTTPStatus: c.HTTPStatus, LatencyMs: c.LatencyMs,
 			URL: c.URL, Detail: c.Error})
 	}
-	// Records of one moment keep a sensible order: what came in, what we
-	// did about it, then what we called.
+	// Records of one millisecond keep a sensible order: what came in, what
+	// we did about it, then what we called.
 	rank := map[string]int{"callback": 0, "event": 1, "call": 2}
 	sort.SliceStable(out, func(i, j int) bool {
-		if !out[i].At.Equal(out[j].At) {
-			return out[i].At.Before(out[j].At)
+		ti, tj := out[i].At.Truncate(time.Millisecond), out[j].At.Truncate(time.Millisecond)
+		if !ti.Equal(tj) {
+			return ti.Before(tj)
 		}
 		return rank[out[i].Source] < rank[out[j].Source]
 	})

@@ -65,6 +65,10 @@ func (s *Service) PushProjectState(ctx context.Context, body []byte) (*PushView,
 	if err != nil {
 		return nil, storeErr("project state", err)
 	}
+	// The first attempts run to their end and are recorded even if the
+	// bidding module stops waiting: an attempt cut short would keep its
+	// lease, and the redelivery job would wait for the lease to run out.
+	ctx = context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	for i := range ds {
 		wg.Add(1)
@@ -143,7 +147,7 @@ func (s *Service) deliver(ctx context.Context, p *model.ProjectStatePush, d *mod
 		}
 	}
 	if _, err := st.UpdateDelivery(d.ID, set, model.Changes{"lease_owner": token}); err != nil {
-		s.log.WithError(err).WithField("delivery", d.ID).Error("delivery result not stored")
+		s.logger(ctx).WithError(err).WithField("delivery", d.ID).Error("delivery result not stored")
 	}
 	d.Attempts = attempts
 	return callErr == nil

@@ -1,8 +1,6 @@
 package service
 
 import (
-	"time"
-
 	"github.com/procurement/gateway/model"
 	"github.com/procurement/gateway/wire"
 )
@@ -73,15 +71,17 @@ func viewOf(o *model.Order, f *model.GuaranteeFile) *OrderView {
 	return v
 }
 
-// EventView is one line of an order's history, from whichever record.
+// EventView is one line of an order's history, from whichever record. At
+// is epoch milliseconds like every time of the API; a call is placed when it
+// was sent, between what caused it and what its answer caused.
 type EventView struct {
-	At     time.Time `json:"at"`
-	Source string    `json:"source"` // "event", "callback", "call"
-	Kind   string    `json:"kind"`
-	Name   string    `json:"name"`
-	From   string    `json:"from_status,omitempty"`
-	To     string    `json:"to_status,omitempty"`
-	Detail string    `json:"detail,omitempty"`
+	At     wire.Millis `json:"at"`
+	Source string      `json:"source"` // "event", "callback", "call"
+	Kind   string      `json:"kind"`
+	Name   string      `json:"name"`
+	From   string      `json:"from_status,omitempty"`
+	To     string      `json:"to_status,omitempty"`
+	Detail string      `json:"detail,omitempty"`
 	// callbacks and calls
 	OrgCode    string `json:"orgcode,omitempty"`
 	Outcome    string `json:"outcome,omitempty"`
