@@ -75,7 +75,8 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*gatewa
 	for i, in := range insts {
 		ic := cfg.Institutions[i]
 		in.Client = client.New(client.Config{OrgCode: ic.OrgCode, BaseURL: ic.BaseURL, AppKey: ic.AppKey,
-			Cipher: in.Cipher, Timeout: ic.Timeout, Retries: ic.Retries}, hc, svc)
+			Cipher: in.Cipher, Timeout: ic.Timeout, Retries: ic.Retries,
+			BreakerFailures: uint32(ic.BreakerFailures), BreakerOpenFor: ic.BreakerOpenFor}, hc, svc)
 	}
 	metrics.Watch(svc)
 	jobs, err := service.NewScheduler(svc, schedules(cfg.Jobs), log)

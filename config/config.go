@@ -69,6 +69,11 @@ type Institution struct {
 	Retries int `yaml:"retries"`
 	// MaxConcurrent bounds the jobs' calls to this institution at once. Default 8.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// The circuit breaker: after BreakerFailures consecutive failures
+	// (timeouts, resets, 5xx, garbage; never a stat 0) calls stop for
+	// BreakerOpenFor, then one probe decides. Defaults 5 and 30s.
+	BreakerFailures int           `yaml:"breaker_failures"`
+	BreakerOpenFor  time.Duration `yaml:"breaker_open_for"`
 	// AllowCIDRs, when set, is the only source of its callbacks.
 	AllowCIDRs []string `yaml:"allow_cidrs"`
 	// RateLimit is callbacks per second accepted from it (0: unlimited), with Burst.

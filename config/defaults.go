@@ -69,6 +69,8 @@ func (c *Config) applyDefaults(set map[string]bool) {
 		dflt(set, p+".timeout", &in.Timeout, 10*time.Second)
 		dflt(set, p+".retries", &in.Retries, 2)
 		dflt(set, p+".max_concurrent", &in.MaxConcurrent, 8)
+		dflt(set, p+".breaker_failures", &in.BreakerFailures, 5)
+		dflt(set, p+".breaker_open_for", &in.BreakerOpenFor, 30*time.Second)
 		ci := &in.Cipher
 		dflt(set, p+".cipher.algorithm", &ci.Algorithm, "aes")
 		dflt(set, p+".cipher.mode", &ci.Mode, "ecb")

@@ -213,6 +213,12 @@ func (c *Config) validateInstitutions(v *validator) {
 		if in.Retries < 0 {
 			add("retries", "must not be negative, got %d", in.Retries)
 		}
+		if in.BreakerFailures < 1 {
+			add("breaker_failures", "must be at least 1, got %d", in.BreakerFailures)
+		}
+		if in.BreakerOpenFor <= 0 {
+			add("breaker_open_for", "must be positive, got %s", in.BreakerOpenFor)
+		}
 		if in.MaxConcurrent < 1 {
 			add("max_concurrent", "must be at least 1, got %d", in.MaxConcurrent)
 		}

@@ -67,6 +67,22 @@ func Open(ctx context.Context, driver, dsn string, pool Pool) (*Store, error) {
 		}
 		cfg.Params["time_zone"] = "'+00:00'"
 		cfg.Collation = "utf8mb4_bin"
+		// Arguments are escaped into the statement by the driver: one round
+		// trip per statement, no server-side prepare (a statement too big
+		// for max_allowed_packet, a large PDF, falls back to one).
+		cfg.InterpolateParams = true
+		// A database that stops answering without closing its connections
+		// must not hold a callback forever: bound each read and write on
+		// the wire unless the operator chose other limits.
+		if cfg.Timeout == 0 {
+			cfg.Timeout = 5 * time.Second
+		}
+		if cfg.ReadTimeout == 0 {
+			cfg.ReadTimeout = 30 * time.Second
+		}
+		if cfg.WriteTimeout == 0 {
+			cfg.WriteTimeout = 30 * time.Second
+		}
 		dialector = mysql.New(mysql.Config{DSNConfig: cfg, DefaultStringSize: 256})
 	case "sqlite":
 		path := dsn
@@ -93,7 +109,15 @@ func Open(ctx context.Context, driver, dsn string, pool Pool) (*Store, error) {
 		Logger:                 logger.Discard,
 		NowFunc:                func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) },
 		SkipDefaultTransaction: true,
-		PrepareStmt:            driver == "mysql",
+		// No GORM statement cache. Outside a transaction it prepares a new
+		// statement holding its global lock while it waits for a pool
+		// connection; a transaction, which holds a connection, waits for
+		// that lock before each statement: with the pool full of
+		// transactions nothing moves again (go-gorm/gorm#7465; the load
+		// test froze a gateway with more callbacks at once than
+		// connections). Statements first seen inside a transaction were
+		// also prepared and closed again on every use.
+		PrepareStmt: false,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", driver, err)
