@@ -131,7 +131,15 @@ func (s *Service) deliver(ctx context.Context, p *model.ProjectStatePush, d *mod
 	}
 	attempts := d.Attempts + 1
 	set := model.Changes{"attempts": attempts, "lease_owner": "", "lease_until": nil}
-	if callErr == nil {
+	if client.KindOf(callErr) == client.KindCircuitOpen {
+		// Nothing was sent: the institution is known to be down. This is
+		// not an attempt, and must not use up a step of the ~24-hour
+		// schedule; look again after the first step.
+		attempts = d.Attempts
+		set["attempts"] = attempts
+		set["last_error"] = truncate(callErr.Error(), 512)
+		set["next_attempt_at"] = s.now().Add(backoff(s.set.RedeliveryBackoff, 1))
+	} else if callErr == nil {
 		set["status"], set["delivered_at"], set["next_attempt_at"], set["last_error"] = model.DeliveryDelivered, s.now(), nil, ""
 	} else {
 		set["last_error"] = truncate(callErr.Error(), 512)
