@@ -7,6 +7,7 @@ import (
 
 	"github.com/shopspring/decimal"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // ErrActiveOrder is returned by CreateOrder when the bidder already holds an
@@ -48,6 +49,23 @@ func (t Tx) Order(orderNo string) (*Order, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("order %s: %w", orderNo, err)
+	}
+	return &o, nil
+}
+
+// LockOrder returns the order like Order and holds its row until the
+// transaction ends (SELECT ... FOR UPDATE on MySQL; SQLite has one writer at
+// a time already), so that what the caller derives from it, such as the
+// paid amount, starts from its latest committed state and no other
+// transaction changes it meanwhile.
+func (t Tx) LockOrder(orderNo string) (*Order, error) {
+	var o Order
+	err := t.db.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Where("order_no = ?", orderNo).Take(&o).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("order %s: %w", orderNo, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock order %s: %w", orderNo, err)
 	}
 	return &o, nil
 }

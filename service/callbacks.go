@@ -146,27 +146,29 @@ func (s *Service) takeCallback(ctx context.Context, in CallbackInput, out *outco
 	if err != nil {
 		return refuse(wire.CodeBadCipher, "data does not decrypt under this appKey's secret")
 	}
+	// On a refusal for a later field, the audit row still names the order
+	// or guarantee, so that the refusal shows in the order's history.
 	switch in.Kind {
 	case KindPayState:
 		p, err := wire.ParsePayState(plain)
+		out.orderNo = validField(err, "orderno", p.OrderNo)
 		if err != nil {
 			return badParam(err)
 		}
-		out.orderNo = p.OrderNo
 		return s.payState(ctx, in, out, p)
 	case KindApplyNotify:
 		n, err := wire.ParseApplyNotify(plain)
+		out.orderNo, out.guaranteeNo = validField(err, "orderno", n.OrderNo), validField(err, "bhno", n.GuaranteeNo)
 		if err != nil {
 			return badParam(err)
 		}
-		out.orderNo, out.guaranteeNo = n.OrderNo, n.GuaranteeNo
 		return s.applyNotify(ctx, in, out, n)
 	case KindRelease:
 		r, err := wire.ParseRelease(plain)
+		out.guaranteeNo = validField(err, "bhno", r.GuaranteeNo)
 		if err != nil {
 			return badParam(err)
 		}
-		out.guaranteeNo = r.GuaranteeNo
 		return s.release(ctx, in, out, r)
 	}
 	return refuse(wire.CodeBadParam, "unknown callback %q", in.Kind)
@@ -197,6 +199,17 @@ func admit(inst *Institution, remote string) error {
 	return nil
 }
 
+// validField returns v unless err refused the parsing at field (the parser
+// stops at the first broken rule, in the interface's order: a value read
+// before the broken one is valid, one after it is empty anyway).
+func validField(err error, field, v string) string {
+	var fe *wire.FieldError
+	if err == nil || errors.As(err, &fe) && fe.Field != field && fe.Field != "body" {
+		return v
+	}
+	return ""
+}
+
 func badParam(err error) error {
 	var fe *wire.FieldError
 	if errors.As(err, &fe) {
@@ -214,18 +227,29 @@ func dedupKey(parts ...string) string {
 // errRepeat says the callback's dedup key was accepted before.
 var errRepeat = errors.New("callback accepted before")
 
-// accept runs a callback's effect in one transaction that first records the
-// callback under its dedup key. If the key was taken by an earlier callback,
-// nothing is applied: the repeat is audited as a duplicate and acknowledged.
-func (s *Service) accept(ctx context.Context, in CallbackInput, out *outcome, key string, effect func(tx model.Tx, cb *model.Callback) error) error {
+// accept takes one callback in one transaction: find locates what the
+// callback is about (the order, locked where the effect derives from it)
+// and names it in out; then the callback is recorded under its dedup key;
+// then effect applies it. Finding first puts the order's name on every row
+// of the callback, the repeat's included, and makes concurrent callbacks of
+// one order queue on its row instead of reading it stale. If the key was
+// taken by an earlier callback, the unique index says so and nothing is
+// applied: the repeat is audited as a duplicate and acknowledged.
+func (s *Service) accept(ctx context.Context, in CallbackInput, out *outcome, key string,
+	find func(tx model.Tx) (*model.Order, error), effect func(tx model.Tx, o *model.Order, cb *model.Callback) error) error {
 	err := s.store.InTx(ctx, func(tx model.Tx) error {
+		o, err := find(tx)
+		if err != nil {
+			return err
+		}
+		out.orderNo = o.OrderNo
 		cb := s.callbackRow(in, out, wire.Response{Errcode: wire.CodeOK}, &key)
 		if err := tx.InsertCallback(cb); errors.Is(err, model.ErrDuplicate) {
 			return errRepeat
 		} else if err != nil {
 			return err
 		}
-		if err := effect(tx, cb); err != nil {
+		if err := effect(tx, o, cb); err != nil {
 			return err
 		}
 		if out.result != model.OutcomeAccepted || out.note != "" {
@@ -282,27 +306,31 @@ func (s *Service) callbackRow(in CallbackInput, out *outcome, resp wire.Response
 	return cb
 }
 
-// payState records a pay or refund. Dedup key: institution, orderno, type,
-// paytime and paymoney. Unknown orderno → 200001.
+// payState records a pay or refund and derives the order's paid and
+// refunded amounts from its payments. Dedup key: institution, orderno,
+// type, paytime and paymoney. Unknown orderno → 200001.
 func (s *Service) payState(ctx context.Context, in CallbackInput, out *outcome, p wire.PayState) error {
 	org := out.inst.OrgCode
 	key := dedupKey(KindPayState, org, p.OrderNo, p.Kind, fmt.Sprint(p.PaidAt.UnixMilli()), p.Amount.StringFixed(2))
-	return s.accept(ctx, in, out, key, func(tx model.Tx, cb *model.Callback) error {
-		o, err := s.ownOrder(tx, org, p.OrderNo)
-		if err != nil {
-			return err
-		}
+	// The order is locked before the payment is added: two payments of one
+	// order at once would otherwise each count from the same amounts, and
+	// the later update would lose the earlier payment.
+	find := func(tx model.Tx) (*model.Order, error) { return s.ownOrder(tx, org, p.OrderNo) }
+	return s.accept(ctx, in, out, key, find, func(tx model.Tx, o *model.Order, cb *model.Callback) error {
 		pay := &model.Payment{DedupKey: key, OrderNo: o.OrderNo, OrgCode: org, Kind: p.Kind, Amount: p.Amount,
 			PaidAt: p.PaidAt, PayerName: p.PayerName, PayerAccount: p.PayerAccount, CallbackID: cb.ID}
 		if err := tx.InsertPayment(pay); err != nil {
 			return err
 		}
-		if err := tx.RecomputePaid(o.OrderNo); err != nil {
-			return err
-		}
-		what := "pay"
+		// The order is locked and its amounts are the sum of its payments
+		// so far, so adding this one keeps them so, without reading every
+		// payment again (decimals in Go: exact on SQLite too).
+		what, col, sum := "pay", "paid_amount", o.PaidAmount
 		if p.Kind == wire.PayKindRefund {
-			what = "refund"
+			what, col, sum = "refund", "refunded_amount", o.RefundedAmount
+		}
+		if _, err := tx.UpdateOrder(o.OrderNo, model.Changes{col: sum.Add(p.Amount)}, nil); err != nil {
+			return err
 		}
 		return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote, Name: what, RefID: &cb.ID,
 			Detail: fmt.Sprintf("%s %s yuan at %s from %s", what, p.Amount.StringFixed(2),
@@ -310,10 +338,11 @@ func (s *Service) payState(ctx context.Context, in CallbackInput, out *outcome, 
 	})
 }
 
-// ownOrder finds the order of this institution; another institution's order
-// is as unknown to the sender as one that does not exist.
+// ownOrder finds and locks the order of this institution; another
+// institution's order is as unknown to the sender as one that does not
+// exist (200001).
 func (s *Service) ownOrder(tx model.Tx, org, orderNo string) (*model.Order, error) {
-	o, err := tx.Order(orderNo)
+	o, err := tx.LockOrder(orderNo)
 	if errors.Is(err, model.ErrNotFound) || err == nil && o.OrgCode != org {
 		return nil, refuse(wire.CodeUnknown, "unknown orderno %s", orderNo)
 	}
@@ -321,15 +350,19 @@ func (s *Service) ownOrder(tx model.Tx, org, orderNo string) (*model.Order, erro
 }
 
 // applyNotify applies the institution's decision (staus 2 processing, 0
-// failed, 1 issued). Dedup key: institution, orderno, state and bhno.
+// failed, 1 issued). Dedup key: institution, orderno, state, bhno and the
+// file's digest: an issuance sent again with the PDF it lacked is news, the
+// same notice again is not.
 func (s *Service) applyNotify(ctx context.Context, in CallbackInput, out *outcome, n wire.ApplyNotify) error {
 	org := out.inst.OrgCode
-	key := dedupKey(KindApplyNotify, org, n.OrderNo, n.State, n.GuaranteeNo)
-	return s.accept(ctx, in, out, key, func(tx model.Tx, cb *model.Callback) error {
-		o, err := s.ownOrder(tx, org, n.OrderNo)
-		if err != nil {
-			return err
-		}
+	fileSum := ""
+	if n.File != nil {
+		sum := sha256.Sum256(n.File)
+		fileSum = hex.EncodeToString(sum[:])
+	}
+	key := dedupKey(KindApplyNotify, org, n.OrderNo, n.State, n.GuaranteeNo, fileSum)
+	find := func(tx model.Tx) (*model.Order, error) { return s.ownOrder(tx, org, n.OrderNo) }
+	return s.accept(ctx, in, out, key, find, func(tx model.Tx, o *model.Order, cb *model.Callback) error {
 		p := progress{state: n.State, guaranteeNo: n.GuaranteeNo, remark: n.Remark, source: "applynotify", refID: &cb.ID,
 			rate: n.PremiumRate, premium: n.Premium, issuerName: n.IssuerName, issuerAddress: n.IssuerAddress,
 			issuerPhone: n.IssuerPhone, issuedAt: n.IssuedAt, file: n.File, missing: n.Missing, withDetails: true}
@@ -354,15 +387,15 @@ func (s *Service) release(ctx context.Context, in CallbackInput, out *outcome, r
 	if r.State == wire.ReleaseSurrendered {
 		to = model.StatusSurrendered
 	}
-	return s.accept(ctx, in, out, key, func(tx model.Tx, cb *model.Callback) error {
+	find := func(tx model.Tx) (*model.Order, error) {
 		o, err := tx.OrderByGuarantee(org, r.GuaranteeNo)
 		if errors.Is(err, model.ErrNotFound) {
-			return refuse(wire.CodeUnknown, "unknown bhno %s", r.GuaranteeNo)
+			return nil, refuse(wire.CodeUnknown, "unknown bhno %s", r.GuaranteeNo)
 		}
-		if err != nil {
-			return err
-		}
-		out.orderNo = o.OrderNo
+		return o, err
+	}
+	return s.accept(ctx, in, out, key, find, func(tx model.Tx, o *model.Order, cb *model.Callback) error {
+		// The conditional update decides; o.Status only words the refusal.
 		from := []model.Status{model.StatusIssued, model.StatusCancelling}
 		moved, err := tx.MoveOrder(o.OrderNo, from, to, nil)
 		if err != nil {
@@ -376,13 +409,19 @@ func (s *Service) release(ctx context.Context, in CallbackInput, out *outcome, r
 	})
 }
 
+// truncate cuts s to at most n characters: the columns are VARCHAR(n),
+// which counts characters, as interface.md's string(n) does. It never cuts
+// a character in half.
 func truncate(s string, n int) string {
 	if len(s) <= n {
-		return s
+		return s // no more bytes than n, so no more characters
 	}
-	// Cut on a rune boundary so the column never holds half a character.
-	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
-		n--
+	count := 0
+	for i := range s {
+		if count == n {
+			return s[:i]
+		}
+		count++
 	}
-	return s[:n]
+	return s
 }

@@ -42,8 +42,11 @@ type progressResult struct {
 
 // applyProgress moves the order as p says, never backwards. A notice that
 // would move it backwards (processing after issued) is late: recorded as an
-// event and acknowledged. One that contradicts what is stored (another bhno,
-// failed after issued) is refused with 200002 and changes nothing.
+// event and acknowledged, and so is an issuance notice after the guarantee
+// ended. An issuance told again that brings the file or the time the first
+// notice lacked completes the order. One that contradicts what is stored
+// (another bhno, failed after issued) is refused with 200002 and changes
+// nothing.
 func (s *Service) applyProgress(tx model.Tx, o *model.Order, p progress) (progressResult, error) {
 	now := s.now()
 	switch p.state {
@@ -118,9 +121,28 @@ func (s *Service) applyProgress(tx model.Tx, o *model.Order, p progress) (progre
 				return progressResult{moved: true}, tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote,
 					Name: "bhno", Detail: "guarantee number " + p.guaranteeNo + " from " + p.source, RefID: p.refID})
 			case p.guaranteeNo == "" || p.guaranteeNo == have:
+				// The issuance told again: it may bring what the first
+				// notice lacked (DECISIONS.md §6), and nothing else changes.
+				fill := model.Changes{}
+				var filled []string
 				if stored && o.FilePending {
-					_, err := tx.UpdateOrder(o.OrderNo, model.Changes{"file_pending": false}, nil)
-					return progressResult{}, err
+					fill["file_pending"] = false
+					filled = append(filled, "bhfile")
+				}
+				if p.withDetails && o.IssuedAt == nil && !p.issuedAt.IsZero() {
+					fill["issued_at"] = p.issuedAt
+					filled = append(filled, "bhcretime")
+				}
+				if len(fill) > 0 {
+					if _, err := tx.UpdateOrder(o.OrderNo, fill, nil); err != nil {
+						return progressResult{}, err
+					}
+					return progressResult{moved: true}, tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote,
+						Name: "issued_completed", Detail: "issuance notice brought " + strings.Join(filled, ", "), RefID: p.refID})
+				}
+				if p.withDetails && o.Status != model.StatusIssued {
+					// An issuance notice after the guarantee ended.
+					return s.late(tx, o, p)
 				}
 				return progressResult{}, nil
 			default:

@@ -52,6 +52,9 @@ type Options struct {
 	Institutions []Institution
 	Settings     service.Settings // zero fields get test-friendly defaults
 	Store        *model.Store     // use this store instead of a fresh one
+	// NotifyBodyLimit is applynotify's body limit; zero means the default
+	// of config (30 MiB).
+	NotifyBodyLimit int64
 }
 
 // Gateway is a running test gateway.
@@ -145,12 +148,31 @@ func Start(t testing.TB, o Options) *Gateway {
 			Cipher: in.Cipher, Timeout: spec.Timeout, Retries: spec.Retries, RetryWait: 10 * time.Millisecond,
 			BreakerFailures: spec.BreakerFailures, BreakerOpenFor: spec.BreakerOpenFor}, hc, g.Service)
 	}
+	notifyLimit := o.NotifyBodyLimit
+	if notifyLimit == 0 {
+		notifyLimit = 30 << 20
+	}
 	h := handler.NewServer(handler.Deps{Service: g.Service, Log: log, Tokens: []string{Token}, Metrics: g.Metrics.Handler(),
-		OpenAPI: []byte("openapi: 3.0.3\n"), NotifyBodyLimit: 30 << 20, CallbackBodyLimit: 64 << 10})
+		OpenAPI: []byte("openapi: 3.0.3\n"), NotifyBodyLimit: notifyLimit, CallbackBodyLimit: 64 << 10})
 	g.Server = httptest.NewServer(h)
 	g.URL = g.Server.URL
 	t.Cleanup(g.Server.Close)
 	return g
+}
+
+// ForEachDriver runs fn as a subtest on "sqlite" and on "mysql"; the MySQL
+// subtest is skipped, saying why, when modeltest.EnvDSN is unset (CI sets
+// it). fn passes the driver on to Start.
+func ForEachDriver(t *testing.T, fn func(t *testing.T, driver string)) {
+	t.Helper()
+	for _, d := range []string{"sqlite", "mysql"} {
+		t.Run(d, func(t *testing.T) {
+			if d == "mysql" && os.Getenv(modeltest.EnvDSN) == "" {
+				t.Skipf("MySQL tests skipped: %s is not set (CI sets it)", modeltest.EnvDSN)
+			}
+			fn(t, d)
+		})
+	}
 }
 
 // Cipher returns the cipher of an institution, to encrypt callbacks with.
