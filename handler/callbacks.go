@@ -48,12 +48,17 @@ func (s *server) callback(kind string, limit int64) gin.HandlerFunc {
 	}
 }
 
-// tooLarge answers a body over the route's limit: 413 with stat 0. Nothing
-// of it is stored; the line says who sent how much.
+// tooLarge answers a body over the route's limit: 413 with stat 0. The body
+// is not read; the refusal is audited, counted and logged by the service
+// like any other, with the declared size.
 func (s *server) tooLarge(c *gin.Context, kind string, limit int64) {
-	s.logger(c).WithField("kind", kind).WithField("limit", limit).WithField("content_length", c.Request.ContentLength).
-		Warn("callback body over the limit")
+	rid, _ := c.Get("request_id")
+	id, _ := rid.(string)
+	reply := s.Service.HandleCallback(c.Request.Context(), service.CallbackInput{
+		Kind: kind, AppKey: c.GetHeader("appKey"), RemoteAddr: c.Request.RemoteAddr, RequestID: id,
+		Oversize: true, Size: c.Request.ContentLength,
+	})
 	// The rest of the body is not read: close the connection after the answer.
 	c.Header("Connection", "close")
-	c.JSON(http.StatusRequestEntityTooLarge, wire.Response{Stat: 0, Errcode: wire.CodeBadParam, Msg: "body too large"})
+	c.JSON(reply.HTTPStatus, reply.Body)
 }

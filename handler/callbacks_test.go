@@ -1063,8 +1063,17 @@ func TestCallbackBodies(t *testing.T) {
 				status, resp := f.RawCallback(t, c.kind, key, body)
 				expect(t, fmt.Sprintf("%s of %d bytes", c.kind, c.size), want{http.StatusRequestEntityTooLarge, wire.CodeBadParam})(status, resp)
 			}
-			if cbs := mustCallbacks(t, f.Gateway, ""); len(cbs) != 0 {
-				t.Errorf("bodies over the limit were recorded: %v", outcomes(cbs))
+			// Nothing is stored but the audit of each refusal: who sent
+			// how much, never the body.
+			cbs := mustCallbacks(t, f.Gateway, "")
+			if len(cbs) != 3 {
+				t.Fatalf("%d audit rows for 3 bodies over the limit: %v", len(cbs), outcomes(cbs))
+			}
+			for i, cb := range cbs {
+				if cb.Outcome != model.OutcomeRejected || cb.Errcode != wire.CodeBadParam || cb.OrgCode != orgECB ||
+					cb.BodySize <= 64<<10 || cb.BodySha256 != "" || cb.DedupKey != nil {
+					t.Errorf("audit row %d: %+v", i, cb)
+				}
 			}
 		})
 

@@ -31,6 +31,11 @@ type CallbackInput struct {
 	Body       []byte
 	RemoteAddr string
 	RequestID  string
+	// Oversize: the body was over the route's limit and was not read;
+	// Size is its declared length (-1 when undeclared). It is refused with
+	// 413 and audited like any other refusal.
+	Oversize bool
+	Size     int64
 }
 
 // Reply is the answer to a callback: the generic response and its HTTP status.
@@ -41,9 +46,10 @@ type Reply struct {
 
 // callbackErr is a refusal with its errcode (DECISIONS.md §7).
 type callbackErr struct {
-	code string
-	msg  string
-	err  error
+	code   string
+	msg    string
+	err    error
+	status int // the HTTP status when not the usual one for the code
 }
 
 func (e *callbackErr) Error() string { return e.code + " " + e.msg }
@@ -83,7 +89,9 @@ func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
 	case errors.As(err, &ce):
 		out.result = model.OutcomeRejected
 		status := http.StatusOK
-		if ce.code == wire.CodeUnavailable {
+		if ce.status != 0 {
+			status = ce.status
+		} else if ce.code == wire.CodeUnavailable {
 			status = http.StatusServiceUnavailable
 		} else if ce.code == codeRateLimited {
 			status = http.StatusTooManyRequests
@@ -131,10 +139,15 @@ const codeRateLimited = "500002"
 
 func (s *Service) takeCallback(ctx context.Context, in CallbackInput, out *outcome) error {
 	inst, ok := s.insts.ByAppKey(in.AppKey)
+	if ok {
+		out.inst = inst // an oversize body is still put to its sender's account
+	}
+	if in.Oversize {
+		return &callbackErr{code: wire.CodeBadParam, msg: "body too large", status: http.StatusRequestEntityTooLarge}
+	}
 	if !ok {
 		return refuse(wire.CodeBadAppKey, "missing or unknown appKey")
 	}
-	out.inst = inst
 	if err := admit(inst, in.RemoteAddr); err != nil {
 		return err
 	}
@@ -297,6 +310,10 @@ func (s *Service) callbackRow(in CallbackInput, out *outcome, resp wire.Response
 		RequestID: truncate(in.RequestID, 64), ReceivedAt: s.now()}
 	if out.inst != nil {
 		cb.OrgCode = out.inst.OrgCode
+	}
+	if in.Oversize {
+		// Never read: no digest, the declared size.
+		cb.BodySha256, cb.BodySize = "", in.Size
 	}
 	// A body over the limit carries a PDF, which is stored once, in
 	// guarantee_files; its audit keeps the digest and the size.
