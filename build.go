@@ -46,6 +46,13 @@ func build(ctx context.Context, cfg *config.Config, log *logrus.Logger) (*gatewa
 	if len(applied) > 0 {
 		log.WithField("migrations", applied).Info("database migrated")
 	}
+	// An issuance notice's PDF is written in one statement (escaped, so up
+	// to twice its size): a server that refuses such a statement would make
+	// the gateway answer 503 to that notice for ever.
+	if packet, err := store.MaxPacket(ctx); err == nil && packet > 0 && packet < 2*cfg.Server.NotifyBodyLimit {
+		log.WithFields(logrus.Fields{"max_allowed_packet": packet, "notify_body_limit": cfg.Server.NotifyBodyLimit}).
+			Warn("MySQL max_allowed_packet is below twice server.notify_body_limit: large PDF notices will be refused; set max_allowed_packet=64M or more")
+	}
 
 	insts := make([]*service.Institution, 0, len(cfg.Institutions))
 	for _, ic := range cfg.Institutions {

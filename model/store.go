@@ -224,3 +224,16 @@ func duplicateOn(err error, mysqlKey, sqliteColumn string) bool {
 	msg := err.Error()
 	return strings.Contains(msg, mysqlKey) || strings.Contains(msg, sqliteColumn)
 }
+
+// MaxPacket returns MySQL's max_allowed_packet, the largest statement the
+// server takes; 0 on SQLite, which has no such limit.
+func (s *Store) MaxPacket(ctx context.Context) (int64, error) {
+	if s.driver != "mysql" {
+		return 0, nil
+	}
+	var n int64
+	if err := s.sqlDB.QueryRowContext(ctx, "SELECT @@max_allowed_packet").Scan(&n); err != nil {
+		return 0, fmt.Errorf("max_allowed_packet: %w", err)
+	}
+	return n, nil
+}
