@@ -1,0 +1,245 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
+	"gorm.io/gorm"
+)
+
+// Leases share the jobs' work between gateway instances that use one
+// database. A row is taken by a conditional UPDATE of its lease columns
+// (lease_owner, lease_until) that only succeeds while the lease is free or
+// ran out, and the rows-affected count (or a read of the rows now carrying
+// the claimer's token) tells who got what. There is no SELECT ... FOR UPDATE
+// SKIP LOCKED: TiDB accepts it without locking, SQLite has no such thing,
+// and a conditional UPDATE means the same on MySQL, MariaDB, TiDB and SQLite.
+//
+// A token names one claim (instance, job, random part), so that an instance
+// finishing late never releases or overwrites a lease that another claim
+// took after its own ran out: every later write is conditioned on the token.
+
+// OrderQueue is the work a job claims orders for.
+type OrderQueue int
+
+const (
+	// QueuePoll: orders in processing whose next query is due.
+	QueuePoll OrderQueue = iota + 1
+	// QueueApply: orders left in applying (outcome unknown) whose re-send is
+	// due and that have not been given up on (flag apply_unconfirmed).
+	QueueApply
+	// QueuePull: issued orders with a bhno and a pullurl whose PDF is not
+	// stored yet and whose next pull is due.
+	QueuePull
+)
+
+func (q OrderQueue) String() string {
+	switch q {
+	case QueuePoll:
+		return "poll"
+	case QueueApply:
+		return "apply"
+	case QueuePull:
+		return "pull"
+	}
+	return fmt.Sprintf("queue(%d)", int(q))
+}
+
+// due narrows a query to the orders of the queue that are due by dueBy. Every
+// condition leads with status and next_check_at, for ix_orders_due.
+func (q OrderQueue) due(db *gorm.DB, dueBy time.Time) (*gorm.DB, error) {
+	switch q {
+	case QueuePoll:
+		return db.Where("status = ? AND next_check_at <= ?", StatusProcessing, dueBy), nil
+	case QueueApply:
+		return db.Where("status = ? AND next_check_at <= ? AND flag <> ?", StatusApplying, dueBy, FlagApplyUnconfirmed), nil
+	case QueuePull:
+		return db.Where("status = ? AND next_check_at <= ? AND file_pending = 1 AND guarantee_no IS NOT NULL AND pull_url <> ''",
+			StatusIssued, dueBy), nil
+	}
+	return nil, fmt.Errorf("claim: unknown queue %d", int(q))
+}
+
+// leaseFree is the condition that a row's lease is free or ran out at ?.
+const leaseFree = "(lease_until IS NULL OR lease_until < ?)"
+
+// claimTries bounds the rounds of a claim that found candidates but lost all
+// of them to other instances between its read and its update.
+const claimTries = 5
+
+// ClaimOrders takes up to limit orders of queue q that are due by dueBy and
+// whose lease is free at now, for token until `until`, and returns them as
+// they are now (oldest due first). Of several instances claiming at once,
+// each order goes to exactly one. An empty result means nothing was due and
+// free, or other instances took everything in the meantime.
+func (t Tx) ClaimOrders(q OrderQueue, token string, now, dueBy, until time.Time, limit int) ([]Order, error) {
+	if token == "" || limit < 1 {
+		return nil, fmt.Errorf("claim %s: token and a positive limit are required", q)
+	}
+	now, dueBy, until = now.UTC(), dueBy.UTC(), until.UTC()
+	for try := 0; try < claimTries; try++ {
+		sel, err := q.due(t.db.Model(&Order{}), dueBy)
+		if err != nil {
+			return nil, err
+		}
+		var ids []int64
+		if err := sel.Where(leaseFree, now).Order("next_check_at, id").Limit(limit).Pluck("id", &ids).Error; err != nil {
+			return nil, fmt.Errorf("claim %s: candidates: %w", q, err)
+		}
+		if len(ids) == 0 {
+			return nil, nil
+		}
+		// The candidates were read without a lock: the UPDATE repeats every
+		// condition, so a row another instance took (or a callback moved)
+		// in between is simply not ours.
+		upd, _ := q.due(t.db.Model(&Order{}), dueBy)
+		res := upd.Where("id IN ?", ids).Where(leaseFree, now).
+			Updates(map[string]any{"lease_owner": token, "lease_until": until})
+		if Transient(res.Error) {
+			continue // lost a lock race with another claimer: read again
+		}
+		if res.Error != nil {
+			return nil, fmt.Errorf("claim %s: %w", q, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			continue
+		}
+		var out []Order
+		if err := t.db.Where("id IN ? AND lease_owner = ?", ids, token).Order("next_check_at, id").Find(&out).Error; err != nil {
+			return nil, fmt.Errorf("claim %s: read claimed: %w", q, err)
+		}
+		return out, nil
+	}
+	return nil, nil
+}
+
+// Transient reports whether err is a lock conflict that the database
+// resolved by refusing one statement (InnoDB deadlock 1213 or lock wait
+// timeout 1205, TiDB write conflict 9007, SQLite busy): the same statement
+// may simply be tried again.
+func Transient(err error) bool {
+	var me *mysqldrv.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == 1213 || me.Number == 1205 || me.Number == 9007
+	}
+	return err != nil && (strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked"))
+}
+
+// ReleaseOrders frees the leases that token still holds on the orders ids
+// (claimed but not worked on); it returns how many it freed.
+func (t Tx) ReleaseOrders(token string, ids []int64) (int64, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	res := t.db.Model(&Order{}).Where("id IN ? AND lease_owner = ?", ids, token).
+		Updates(map[string]any{"lease_owner": "", "lease_until": nil})
+	if res.Error != nil {
+		return 0, fmt.Errorf("release orders: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
+// ReleaseOwner frees every lease on orders and deliveries held by owner
+// itself or by one of its claim tokens ("owner/..."), when the instance shuts
+// down, so that the others need not wait for the leases to run out. It runs
+// once per shutdown, so its scan of the lease columns is acceptable.
+func (t Tx) ReleaseOwner(owner string) (orders, deliveries int64, err error) {
+	if owner == "" {
+		return 0, 0, errors.New("release leases: empty owner")
+	}
+	prefix := owner + "/"
+	// SUBSTR rather than LIKE: an owner may contain "_" or "%".
+	cond := "lease_owner = ? OR SUBSTR(lease_owner, 1, ?) = ?"
+	n := utf8.RuneCountInString(prefix)
+	res := t.db.Model(&Order{}).Where(cond, owner, n, prefix).
+		Updates(map[string]any{"lease_owner": "", "lease_until": nil})
+	if res.Error != nil {
+		return 0, 0, fmt.Errorf("release leases of %s: orders: %w", owner, res.Error)
+	}
+	orders = res.RowsAffected
+	res = t.db.Model(&Delivery{}).Where(cond, owner, n, prefix).
+		Updates(map[string]any{"lease_owner": "", "lease_until": nil})
+	if res.Error != nil {
+		return orders, 0, fmt.Errorf("release leases of %s: deliveries: %w", owner, res.Error)
+	}
+	return orders, res.RowsAffected, nil
+}
+
+// DueDeliveries returns pending deliveries due by dueBy whose lease is free
+// at now, with an id above afterID, by id: a keyset walk, so that one run
+// sees each due delivery once. They are candidates only; each attempt
+// claims its delivery with ClaimDelivery.
+func (t Tx) DueDeliveries(now, dueBy time.Time, afterID int64, limit int) ([]Delivery, error) {
+	var out []Delivery
+	err := t.db.Where("status = ? AND next_attempt_at <= ? AND id > ?", DeliveryPending, dueBy.UTC(), afterID).
+		Where(leaseFree, now.UTC()).Order("id").Limit(limit).Find(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("due deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// JobLease is the row of job_leases that lets one instance at a time run a
+// job that works on everything at once (the daily reconciliation).
+type JobLease struct {
+	Name       string `gorm:"primaryKey"`
+	Owner      string
+	LeaseUntil time.Time
+}
+
+// TableName keeps the table named as the migration does.
+func (JobLease) TableName() string { return "job_leases" }
+
+// AcquireJobLease takes the lease of job name for owner until `until` if it
+// is free at now (never taken, or ran out). It reports whether owner got
+// it; of instances trying at once, one does. Owner should be unique per
+// attempt (a claim token), so that an attempt never mistakes another's
+// lease for its own.
+func (t Tx) AcquireJobLease(name, owner string, now, until time.Time) (bool, error) {
+	res := t.db.Model(&JobLease{}).Where("name = ? AND lease_until < ?", name, now.UTC()).
+		Updates(map[string]any{"owner": owner, "lease_until": until.UTC()})
+	if res.Error != nil {
+		return false, fmt.Errorf("job lease %s: %w", name, res.Error)
+	}
+	if res.RowsAffected == 1 {
+		return true, nil
+	}
+	// No row, or a live one: inserting decides which, through the primary key.
+	err := t.db.Create(&JobLease{Name: name, Owner: owner, LeaseUntil: until.UTC()}).Error
+	if isDuplicate(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("job lease %s: %w", name, err)
+	}
+	return true, nil
+}
+
+// SetJobLease moves the end of owner's lease of job name to until: now to
+// release it, later to keep other instances off for a while. It reports
+// whether owner still held it.
+func (t Tx) SetJobLease(name, owner string, until time.Time) (bool, error) {
+	res := t.db.Model(&JobLease{}).Where("name = ? AND owner = ?", name, owner).
+		Update("lease_until", until.UTC())
+	if res.Error != nil {
+		return false, fmt.Errorf("job lease %s: %w", name, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}
+
+// JobLeaseOf returns the lease row of job name, or ErrNotFound.
+func (t Tx) JobLeaseOf(name string) (*JobLease, error) {
+	var l JobLease
+	err := t.db.Where("name = ?", name).Take(&l).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("job lease %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("job lease %s: %w", name, err)
+	}
+	return &l, nil
+}

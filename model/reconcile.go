@@ -1,0 +1,87 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/shopspring/decimal"
+)
+
+// The daily reconciliation reads orders page by page with their payments and
+// judges them in Go: the sums are taken with decimals, never by SQL SUM,
+// which SQLite would compute in floating point on its TEXT money.
+
+// OrdersAfter returns up to limit orders with an id above afterID, by id: a
+// keyset walk over every order that new orders never disturb.
+func (t Tx) OrdersAfter(afterID int64, limit int) ([]Order, error) {
+	var out []Order
+	if err := t.db.Where("id > ?", afterID).Order("id").Limit(limit).Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("orders after %d: %w", afterID, err)
+	}
+	return out, nil
+}
+
+// PaymentsOfOrders returns the payments (pays and refunds) of the given
+// orders, by id.
+func (t Tx) PaymentsOfOrders(orderNos []string) ([]Payment, error) {
+	if len(orderNos) == 0 {
+		return nil, nil
+	}
+	var out []Payment
+	if err := t.db.Where("order_no IN ?", orderNos).Order("id").Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("payments of %d orders: %w", len(orderNos), err)
+	}
+	return out, nil
+}
+
+// OrphanPayments returns up to limit payments, by id above afterID, whose
+// orderno names no order.
+func (t Tx) OrphanPayments(afterID int64, limit int) ([]Payment, error) {
+	var out []Payment
+	err := t.db.Where("id > ? AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_no = payments.order_no)", afterID).
+		Order("id").Limit(limit).Find(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("orphan payments: %w", err)
+	}
+	return out, nil
+}
+
+// PaymentTotals are an order's payments summed.
+type PaymentTotals struct {
+	Paid     decimal.Decimal // sum of pays (type 1)
+	Refunded decimal.Decimal // sum of refunds (type 2)
+	Pays     int             // number of pay records
+	Refunds  int             // number of refund records
+}
+
+// SumPayments adds up payments with decimals.
+func SumPayments(pays []Payment) PaymentTotals {
+	t := PaymentTotals{Paid: decimal.Zero, Refunded: decimal.Zero}
+	for _, p := range pays {
+		if p.Kind == "2" {
+			t.Refunded = t.Refunded.Add(p.Amount)
+			t.Refunds++
+		} else {
+			t.Paid = t.Paid.Add(p.Amount)
+			t.Pays++
+		}
+	}
+	return t
+}
+
+// InsertFinding stores a finding of a reconciliation run. It reports false,
+// without error, when the same finding (run date, kind, orderno) is stored
+// already: the unique index decides that a finding is recorded, and so
+// logged, once.
+func (t Tx) InsertFinding(f *Finding) (bool, error) {
+	if f.CreatedAt.IsZero() {
+		f.CreatedAt = now()
+	}
+	err := t.db.Create(f).Error
+	if isDuplicate(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("finding %s %s %s: %w", f.RunDate, f.Kind, f.OrderNo, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,162 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/procurement/gateway/model"
+)
+
+// Kinds of reconciliation findings.
+const (
+	// FindingIssuedUnpaid: a guarantee was issued but no pay record exists.
+	FindingIssuedUnpaid = "issued_unpaid"
+	// FindingPaidNotIssued: money was paid (and not all refunded) for an
+	// order that was never issued and no longer can be: failed, rejected,
+	// still pending after its bid opening, or no such order at all.
+	FindingPaidNotIssued = "paid_not_issued"
+	// FindingRefundWhileIssued: a refund of an order that is still issued
+	// (neither cancelled nor surrendered).
+	FindingRefundWhileIssued = "refund_while_issued"
+	// FindingPremiumMismatch: bhcost differs from the sum of the pays.
+	FindingPremiumMismatch = "premium_mismatch"
+)
+
+// reconcilePage is how many orders the reconciliation reads at a time.
+const reconcilePage = 500
+
+// ReconcileStats is what a reconciliation run looked at and found.
+type ReconcileStats struct {
+	Date     string // the run date (UTC) its findings are filed under
+	Examined int    // orders and orphan payments looked at
+	Findings int    // discrepancies found
+	New      int    // of which not found before under this date (logged)
+}
+
+// Reconcile compares every order with its payments and files what does not
+// agree under date (YYYY-MM-DD, the UTC day of the run), where GET
+// /v1/reconciliation?date= finds it. Idempotency key: date, kind, orderno:
+// running it again the same day files and logs nothing twice. Returns
+// EInvalid (date), EUnavailable.
+func (s *Service) Reconcile(ctx context.Context, date string) (*ReconcileStats, error) {
+	if d, err := time.Parse(time.DateOnly, date); err != nil || d.Format(time.DateOnly) != date {
+		return nil, errf(EInvalid, "date", "date must be a day as YYYY-MM-DD")
+	}
+	st := s.store.With(ctx)
+	now := s.now()
+	rs := &ReconcileStats{Date: date}
+	var after int64
+	for {
+		orders, err := st.OrdersAfter(after, reconcilePage)
+		if err != nil {
+			return rs, storeErr("reconcile", err)
+		}
+		if len(orders) == 0 {
+			break
+		}
+		after = orders[len(orders)-1].ID
+		nos := make([]string, len(orders))
+		for i := range orders {
+			nos[i] = orders[i].OrderNo
+		}
+		pays, err := st.PaymentsOfOrders(nos)
+		if err != nil {
+			return rs, storeErr("reconcile", err)
+		}
+		byOrder := make(map[string][]model.Payment, len(orders))
+		for _, p := range pays {
+			byOrder[p.OrderNo] = append(byOrder[p.OrderNo], p)
+		}
+		for i := range orders {
+			rs.Examined++
+			for _, f := range findingsOf(&orders[i], byOrder[orders[i].OrderNo], now) {
+				if err := s.file(ctx, rs, f); err != nil {
+					return rs, err
+				}
+			}
+		}
+	}
+	var afterPay int64
+	for {
+		orphans, err := st.OrphanPayments(afterPay, reconcilePage)
+		if err != nil {
+			return rs, storeErr("reconcile", err)
+		}
+		if len(orphans) == 0 {
+			break
+		}
+		afterPay = orphans[len(orphans)-1].ID
+		byOrder := map[string][]model.Payment{}
+		var order []string
+		for _, p := range orphans {
+			if byOrder[p.OrderNo] == nil {
+				order = append(order, p.OrderNo)
+			}
+			byOrder[p.OrderNo] = append(byOrder[p.OrderNo], p)
+		}
+		for _, no := range order {
+			rs.Examined++
+			t := model.SumPayments(byOrder[no])
+			if t.Paid.GreaterThan(t.Refunded) {
+				if err := s.file(ctx, rs, model.Finding{Kind: FindingPaidNotIssued, OrderNo: no,
+					Detail: fmt.Sprintf("paid %s (refunded %s) for an orderno the gateway does not know",
+						t.Paid.StringFixed(2), t.Refunded.StringFixed(2))}); err != nil {
+					return rs, err
+				}
+			}
+		}
+	}
+	s.log.WithFields(logrus.Fields{"date": date, "examined": rs.Examined, "findings": rs.Findings, "new": rs.New}).
+		Info("reconciliation done")
+	return rs, nil
+}
+
+// file stores a finding under the run's date and logs it the first time.
+func (s *Service) file(ctx context.Context, rs *ReconcileStats, f model.Finding) error {
+	f.RunDate, f.Detail = rs.Date, truncate(f.Detail, 512)
+	rs.Findings++
+	inserted, err := s.store.With(ctx).InsertFinding(&f)
+	if err != nil {
+		return storeErr("reconcile", err)
+	}
+	if inserted {
+		rs.New++
+		s.log.WithFields(logrus.Fields{"date": f.RunDate, "kind": f.Kind, "orderno": f.OrderNo, "detail": f.Detail}).
+			Warn("reconciliation finding")
+	}
+	return nil
+}
+
+// findingsOf judges one order against its payments. Amounts are compared
+// as decimals; details carry amounts and statuses, never personal data.
+func findingsOf(o *model.Order, pays []model.Payment, now time.Time) []model.Finding {
+	t := model.SumPayments(pays)
+	var out []model.Finding
+	add := func(kind, format string, args ...any) {
+		out = append(out, model.Finding{Kind: kind, OrderNo: o.OrderNo, Detail: fmt.Sprintf(format, args...)})
+	}
+	issued := issuedOrLater(o.Status)
+	switch {
+	case issued && t.Pays == 0:
+		add(FindingIssuedUnpaid, "order is %s (bhno %s) and has no pay record", o.Status, o.BHNo())
+	case issued && o.Premium.Valid && !t.Paid.Equal(o.Premium.Decimal):
+		add(FindingPremiumMismatch, "bhcost %s but paid %s in %d pay record(s)",
+			o.Premium.Decimal.StringFixed(2), t.Paid.StringFixed(2), t.Pays)
+	}
+	if o.Status == model.StatusIssued && t.Refunds > 0 {
+		add(FindingRefundWhileIssued, "refunded %s while the order is still issued", t.Refunded.StringFixed(2))
+	}
+	if !issued && t.Pays > 0 && t.Paid.GreaterThan(t.Refunded) {
+		// Paying before issuance is the normal flow; it is a finding only
+		// once the order can no longer be issued usefully.
+		terminal := o.Status == model.StatusFailed || o.Status == model.StatusApplyRejected
+		if terminal || now.After(o.OpeningAt) {
+			add(FindingPaidNotIssued, "paid %s (refunded %s) but the order is %s, never issued",
+				t.Paid.StringFixed(2), t.Refunded.StringFixed(2), o.Status)
+		}
+	}
+	return out
+}
