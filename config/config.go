@@ -44,7 +44,7 @@ type Database struct {
 	Driver       string        `yaml:"driver"`            // sqlite (default) | mysql
 	DSN          string        `yaml:"dsn" secret:"dsn"`  // shown with the password redacted
 	MaxOpenConns int           `yaml:"max_open_conns"`    // default 32 (sqlite: 1 writer is enforced by the driver setup)
-	MaxIdleConns int           `yaml:"max_idle_conns"`    // default 16
+	MaxIdleConns int           `yaml:"max_idle_conns"`    // default 32
 	ConnMaxLife  time.Duration `yaml:"conn_max_lifetime"` // default 30m
 }
 

@@ -171,7 +171,7 @@ func TestDefaults(t *testing.T) {
 		{"database.driver", c.Database.Driver, "sqlite"},
 		{"database.dsn", c.Database.DSN, "data/gateway.db"},
 		{"database.max_open_conns", c.Database.MaxOpenConns, 32},
-		{"database.max_idle_conns", c.Database.MaxIdleConns, 16},
+		{"database.max_idle_conns", c.Database.MaxIdleConns, 32},
 		{"database.conn_max_lifetime", c.Database.ConnMaxLife, 30 * time.Minute},
 		{"institution.timeout", c.Institutions[0].Timeout, 10 * time.Second},
 		{"institution.retries", c.Institutions[0].Retries, 2},

@@ -60,7 +60,9 @@ func (c *Config) applyDefaults(set map[string]bool) {
 		dflt(set, "database.dsn", &db.DSN, DefaultSQLiteDSN)
 	}
 	dflt(set, "database.max_open_conns", &db.MaxOpenConns, 32)
-	dflt(set, "database.max_idle_conns", &db.MaxIdleConns, 16)
+	// As many idle as open: the jobs run 32 calls at once by default, and a
+	// smaller idle pool closes and reopens connections on every batch.
+	dflt(set, "database.max_idle_conns", &db.MaxIdleConns, 32)
 	dflt(set, "database.conn_max_lifetime", &db.ConnMaxLife, 30*time.Minute)
 
 	for i := range c.Institutions {

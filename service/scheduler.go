@@ -104,7 +104,11 @@ func NewScheduler(s *Service, sched Schedules, log logrus.FieldLogger) (*Schedul
 		}
 		j.sems[in.OrgCode] = make(chan struct{}, n)
 	}
-	j.cron = cron.New(cron.WithParser(scheduleParser), cron.WithChain(cron.Recover(cronLogger{j.log})))
+	// Schedules are read in UTC, like every time the gateway keeps: the
+	// reconciliation of "0 2 * * *" runs at 02:00 UTC and is filed under
+	// that UTC day, whatever the host's time zone.
+	j.cron = cron.New(cron.WithParser(scheduleParser), cron.WithLocation(time.UTC),
+		cron.WithChain(cron.Recover(cronLogger{j.log})))
 	for _, e := range []struct{ name, spec string }{
 		{JobPollPending, sched.PollPending}, {JobRecoverApplying, sched.RecoverApplying},
 		{JobPullFiles, sched.PullFiles}, {JobDeliverOutbox, sched.DeliverOutbox}, {JobReconcile, sched.Reconcile},
