@@ -34,7 +34,7 @@ func apiDisable(t testing.TB, g *handlertest.Gateway, org string) {
 }
 
 func TestAPIQuotes(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		const hangTimeout = 300 * time.Millisecond
 		money, describe := newStubInst(t, "Q1", 0), newStubInst(t, "Q2", 0)
@@ -101,7 +101,7 @@ func TestAPIQuotes(t *testing.T) {
 }
 
 func TestAPICost(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in, off := newStubInst(t, "BANK01", 300*time.Millisecond), newStubInst(t, "BANK02", 0)
 		g := apiStart(t, driver, in, off)
@@ -172,7 +172,7 @@ func apiProjectState(xmcode, bdcode string, state any) map[string]any {
 }
 
 func TestAPIProjectState(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		ok, failing := newStubInst(t, "P1", 0), newStubInst(t, "P2", 0)
 		other, none := newStubInst(t, "P3", 0), newStubInst(t, "P4", 0)
@@ -281,7 +281,7 @@ func TestAPIProjectState(t *testing.T) {
 }
 
 func TestAPIRetryDelivery(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		ok, failing := newStubInst(t, "P1", 0), newStubInst(t, "P2", 0)
 		failing.set(epXMState, stubAnswer{Mode: stub500})
@@ -335,7 +335,7 @@ func TestAPIRetryDelivery(t *testing.T) {
 }
 
 func TestAPIInstitutionsAndReconciliation(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		a, b := newStubInst(t, "BANK01", 0), newStubInst(t, "BANK02", 1500*time.Millisecond)
 		b.Spec.AppSecret = "fedcba9876543210fedcba9876543210"
@@ -380,7 +380,7 @@ func TestAPIInstitutionsAndReconciliation(t *testing.T) {
 }
 
 func TestAPIStorageDown(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 0)
 		g := apiStart(t, driver, in)

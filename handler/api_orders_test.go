@@ -17,7 +17,7 @@ import (
 )
 
 func TestAPIGetAndList(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		a, b := newStubInst(t, "BANK01", 0), newStubInst(t, "BANK02", 0)
 		g := apiStart(t, driver, a, b)
@@ -123,7 +123,7 @@ func TestAPIGetAndList(t *testing.T) {
 }
 
 func TestAPIRefresh(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 300*time.Millisecond)
 		g := apiStart(t, driver, in)
@@ -182,7 +182,7 @@ func TestAPIRefresh(t *testing.T) {
 }
 
 func TestAPIFile(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 300*time.Millisecond)
 		g := apiStart(t, driver, in)
@@ -295,7 +295,7 @@ func TestAPIFile(t *testing.T) {
 }
 
 func TestAPICancel(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 300*time.Millisecond)
 		g := apiStart(t, driver, in)
@@ -375,7 +375,7 @@ func TestAPICancel(t *testing.T) {
 }
 
 func TestAPIVerify(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 0)
 		g := apiStart(t, driver, in)
@@ -427,7 +427,7 @@ func TestAPIVerify(t *testing.T) {
 }
 
 func TestAPIEvents(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 0)
 		// A few milliseconds per call, as over any real network: a call then

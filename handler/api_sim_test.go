@@ -64,7 +64,7 @@ func apiAwait(t *testing.T, g *handlertest.Gateway, orderNo, what string, ok fun
 // the PDF pulled on demand, 验真, the project's final state, cancellation
 // and the order's history.
 func TestAPIWithBankSim(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		g, sim := apiStartSim(t, driver)
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,27 +16,12 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/procurement/gateway/handler/handlertest"
-	"github.com/procurement/gateway/model/modeltest"
 )
 
 // The tests of the bidding module's API (API.md, issue 4) run the real
 // gateway (handlertest: real store, cipher, client, service and gin server)
 // against stub institutions on httptest, on SQLite and, when
 // GATEWAY_TEST_MYSQL_DSN is set, on MariaDB.
-
-// apiDrivers runs fn once per store driver; MySQL is skipped, saying why,
-// when its variable is unset.
-func apiDrivers(t *testing.T, fn func(t *testing.T, driver string)) {
-	t.Helper()
-	for _, d := range []string{"sqlite", "mysql"} {
-		t.Run(d, func(t *testing.T) {
-			if d == "mysql" && os.Getenv(modeltest.EnvDSN) == "" {
-				t.Skipf("MySQL tests skipped: %s is not set (CI sets it)", modeltest.EnvDSN)
-			}
-			fn(t, d)
-		})
-	}
-}
 
 // apiStart starts a gateway on driver with the given stub institutions.
 func apiStart(t *testing.T, driver string, insts ...*stubInst) *handlertest.Gateway {
@@ -260,7 +244,7 @@ func TestAPIUnknownRoute(t *testing.T) {
 }
 
 func TestAPIApply(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 300*time.Millisecond)
 		g := apiStart(t, driver, in)
@@ -349,7 +333,7 @@ func TestAPIApply(t *testing.T) {
 // is still answering; what the institution answered is recorded all the
 // same, so the order does not sit in applying until the recovery job.
 func TestAPIApplyCallerGone(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 2*time.Second)
 		in.set(epApply, stubAnswer{Delay: 300 * time.Millisecond})
@@ -380,7 +364,7 @@ func TestAPIApplyCallerGone(t *testing.T) {
 }
 
 func TestAPIApplyIdempotent(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 300*time.Millisecond)
 		g := apiStart(t, driver, in)
@@ -456,7 +440,7 @@ func TestAPIApplyIdempotent(t *testing.T) {
 }
 
 func TestAPIApplyGeneratedOrderNo(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 0)
 		g := apiStart(t, driver, in)
@@ -482,7 +466,7 @@ func TestAPIApplyGeneratedOrderNo(t *testing.T) {
 }
 
 func TestAPIApplyValidation(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 0)
 		g := apiStart(t, driver, in)
@@ -586,7 +570,7 @@ func TestAPIApplyValidation(t *testing.T) {
 }
 
 func TestAPIApplyConcurrent(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in := newStubInst(t, "BANK01", 0)
 		// A slow institution widens the window in which the repeats arrive.

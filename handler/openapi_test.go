@@ -235,7 +235,7 @@ func (c *openapiChecker) check(t testing.TB, method, template string, params map
 // TestOpenAPIAnswers drives every /v1 route through its answers and checks
 // each against openapi.yaml: the document describes what the gateway does.
 func TestOpenAPIAnswers(t *testing.T) {
-	apiDrivers(t, func(t *testing.T, driver string) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
 		t.Parallel()
 		in, other := newStubInst(t, "BANK01", 300*time.Millisecond), newStubInst(t, "BANK02", 300*time.Millisecond)
 		in.set(epCost, stubAnswer{Data: map[string]any{"money": json.Number("150.5")}})

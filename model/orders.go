@@ -179,17 +179,30 @@ func (t Tx) InstitutionsForLot(projectCode, lotCode string) ([]string, error) {
 }
 
 // CountByStatus counts orders per status, for metrics.
-func (t Tx) CountByStatus() (map[Status]int64, error) {
+func (t Tx) CountByStatus() (map[string]int64, error) { return t.countBy(&Order{}, "status", "") }
+
+// CountFlagged counts orders per operator flag, for metrics.
+func (t Tx) CountFlagged() (map[string]int64, error) {
+	return t.countBy(&Order{}, "flag", "flag <> ''")
+}
+
+// countBy counts a table's rows per value of one column (where, if given,
+// narrows the rows).
+func (t Tx) countBy(table any, column, where string) (map[string]int64, error) {
 	var rows []struct {
-		Status Status
-		N      int64
+		K string
+		N int64
 	}
-	if err := t.db.Model(&Order{}).Select("status, COUNT(*) AS n").Group("status").Scan(&rows).Error; err != nil {
-		return nil, fmt.Errorf("count orders: %w", err)
+	q := t.db.Model(table).Select(column + " AS k, COUNT(*) AS n")
+	if where != "" {
+		q = q.Where(where)
 	}
-	out := make(map[Status]int64, len(rows))
+	if err := q.Group(column).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("count by %s: %w", column, err)
+	}
+	out := make(map[string]int64, len(rows))
 	for _, r := range rows {
-		out[r.Status] = r.N
+		out[r.K] = r.N
 	}
 	return out, nil
 }
@@ -268,19 +281,3 @@ func whereAll(q *gorm.DB, where Changes) *gorm.DB {
 }
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
-
-// CountFlagged counts orders per operator flag, for metrics.
-func (t Tx) CountFlagged() (map[string]int64, error) {
-	var rows []struct {
-		Flag string
-		N    int64
-	}
-	if err := t.db.Model(&Order{}).Select("flag, COUNT(*) AS n").Where("flag <> ''").Group("flag").Scan(&rows).Error; err != nil {
-		return nil, fmt.Errorf("count flagged: %w", err)
-	}
-	out := make(map[string]int64, len(rows))
-	for _, r := range rows {
-		out[r.Flag] = r.N
-	}
-	return out, nil
-}

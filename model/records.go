@@ -166,20 +166,7 @@ func (t Tx) UpdateDelivery(id int64, set Changes, where Changes) (bool, error) {
 }
 
 // CountDeliveries counts deliveries per status, for metrics.
-func (t Tx) CountDeliveries() (map[string]int64, error) {
-	var rows []struct {
-		Status string
-		N      int64
-	}
-	if err := t.db.Model(&Delivery{}).Select("status, COUNT(*) AS n").Group("status").Scan(&rows).Error; err != nil {
-		return nil, fmt.Errorf("count deliveries: %w", err)
-	}
-	out := make(map[string]int64, len(rows))
-	for _, r := range rows {
-		out[r.Status] = r.N
-	}
-	return out, nil
-}
+func (t Tx) CountDeliveries() (map[string]int64, error) { return t.countBy(&Delivery{}, "status", "") }
 
 // SetCallbackOutcome corrects the outcome of a callback row written in the
 // same transaction (an accepted callback found to be late).

@@ -111,7 +111,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
 	for _, st := range model.AllStatuses {
-		ch <- prometheus.MustNewConstMetric(c.orders, prometheus.GaugeValue, float64(byStatus[st]), string(st))
+		ch <- prometheus.MustNewConstMetric(c.orders, prometheus.GaugeValue, float64(byStatus[string(st)]), string(st))
 	}
 	for _, f := range []string{model.FlagStale, model.FlagApplyUnconfirmed, model.FlagPullFailed} {
 		ch <- prometheus.MustNewConstMetric(c.flagged, prometheus.GaugeValue, float64(byFlag[f]), f)

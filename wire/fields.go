@@ -113,39 +113,33 @@ func (r *reader) rate(name string, required bool) decimal.Decimal {
 }
 
 func (r *reader) decimal(name string, required bool, parse func(string, json.RawMessage) (decimal.Decimal, *FieldError)) decimal.Decimal {
-	if r.err != nil {
-		return decimal.Decimal{}
-	}
-	v := r.raw(name)
-	if v == nil {
-		if required {
-			r.fail(fieldErr(name, "missing"))
-		}
-		return decimal.Decimal{}
-	}
-	d, e := parse(name, v)
-	if e != nil {
-		r.fail(e)
-	}
-	return d
+	return value(r, name, required, parse)
 }
 
 func (r *reader) time(name string, required bool) time.Time {
+	return value(r, name, required, ParseTime)
+}
+
+// value reads one field with parse: the zero value when it is absent (and
+// "missing" when it is required) or when an earlier field broke a rule.
+func value[T any](r *reader, name string, required bool, parse func(string, json.RawMessage) (T, *FieldError)) T {
+	var zero T
 	if r.err != nil {
-		return time.Time{}
+		return zero
 	}
 	v := r.raw(name)
 	if v == nil {
 		if required {
 			r.fail(fieldErr(name, "missing"))
 		}
-		return time.Time{}
+		return zero
 	}
-	t, e := ParseTime(name, v)
+	out, e := parse(name, v)
 	if e != nil {
 		r.fail(e)
+		return zero
 	}
-	return t
+	return out
 }
 
 // done returns the first broken rule as an error, or nil.
