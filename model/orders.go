@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/shopspring/decimal"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -256,15 +255,8 @@ func (t Tx) RecomputePaid(orderNo string) error {
 	if err != nil {
 		return err
 	}
-	paid, refunded := decimal.Zero, decimal.Zero
-	for _, p := range pays {
-		if p.Kind == "2" {
-			refunded = refunded.Add(p.Amount)
-		} else {
-			paid = paid.Add(p.Amount)
-		}
-	}
-	_, err = t.UpdateOrder(orderNo, Changes{"paid_amount": paid, "refunded_amount": refunded}, nil)
+	sum := SumPayments(pays)
+	_, err = t.UpdateOrder(orderNo, Changes{"paid_amount": sum.Paid, "refunded_amount": sum.Refunded}, nil)
 	return err
 }
 
