@@ -1,13 +1,34 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/procurement/gateway/banksim"
+	"github.com/procurement/gateway/banksim/demo"
+	"github.com/procurement/gateway/banksim/loadtest"
+	"github.com/procurement/gateway/config"
+)
+
+// The SIM institution of config.yaml: the demo plays it, and the load test
+// sends as it unless told otherwise.
+const (
+	simOrgCode   = "SIM"
+	simName      = "模拟担保公司 (simulated)"
+	simAppKey    = "sim-app-key"
+	simAppSecret = "simsecret0123456"
 )
 
 // runBanksim runs the simulated institution alone.
@@ -16,9 +37,9 @@ func runBanksim(ctx context.Context, args []string, getenv func(string) string, 
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8090", "listen address")
 	gatewayURL := fs.String("gateway", "http://127.0.0.1:8080", "the gateway's base URL, for callbacks")
-	orgcode := fs.String("orgcode", "SIM", "orgcode")
-	appKey := fs.String("app-key", "sim-app-key", "appKey")
-	secret := fs.String("app-secret", "simsecret0123456", "appSecret (AES key: 16, 24 or 32 bytes)")
+	orgcode := fs.String("orgcode", simOrgCode, "orgcode")
+	appKey := fs.String("app-key", simAppKey, "appKey")
+	secret := fs.String("app-secret", simAppSecret, "appSecret (AES key: 16, 24 or 32 bytes)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -27,10 +48,245 @@ func runBanksim(ctx context.Context, args []string, getenv func(string) string, 
 		GatewayURL: *gatewayURL, PDFInNotify: true}, *addr)
 }
 
+// runDemo starts a gateway on a free port with a temporary SQLite and a
+// banksim on another free port that calls back, and walks one guarantee
+// through its lifecycle (package demo). It fails if any step did not hold.
 func runDemo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return errors.New("demo: not built yet")
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	delay := fs.Duration("delay", 200*time.Millisecond, "banksim's delay before paying, issuing and releasing")
+	wait := fs.Duration("wait", 15*time.Second, "how long a step waits for a callback")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "gateway-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// banksim's port first, so that the gateway's config can name it; its
+	// callbacks are pointed at the gateway once that listens.
+	simLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer simLn.Close()
+	simURL := "http://" + simLn.Addr().String() + "/sim"
+	token := randomToken()
+	cfg := &config.Config{
+		// public_base_url is only what an operator tells institutions; the
+		// demo's banksim is given the real address below.
+		Server:   config.Server{Addr: "127.0.0.1:0", PublicBaseURL: "http://127.0.0.1", ShutdownGrace: 5 * time.Second},
+		Database: config.Database{Driver: "sqlite", DSN: filepath.Join(dir, "gateway.db")},
+		API:      config.API{Tokens: []string{token}},
+		Institutions: []config.Institution{{OrgCode: simOrgCode, Name: simName, BaseURL: simURL,
+			AppKey: simAppKey, AppSecret: simAppSecret, Timeout: 5 * time.Second}},
+		Log: config.Log{Level: "info", Format: "json"},
+	}
+	cfg.ApplyDefaults()
+	var logs lockedBuffer
+	gwURL, stopGateway, err := startGateway(ctx, cfg, getenv, &logs)
+	if err != nil {
+		return fmt.Errorf("demo: gateway: %w", err)
+	}
+	simCtx, stopSim := context.WithCancel(ctx)
+	simDone := make(chan error, 1)
+	go func() {
+		simDone <- banksim.Serve(simCtx, banksim.Config{OrgCode: simOrgCode, Name: simName, AppKey: simAppKey,
+			AppSecret: simAppSecret, PublicURL: simURL, GatewayURL: gwURL, PDFInNotify: true,
+			PayDelay: *delay, IssueDelay: *delay, ReleaseDelay: *delay}, simLn)
+	}()
+	fmt.Fprintf(stdout, "demo: gateway %s (SQLite in %s), banksim %s at %s\n", gwURL, dir, simOrgCode, simURL)
+
+	err = demo.Run(ctx, demo.Config{URL: gwURL, Token: token, OrgCode: simOrgCode, Wait: *wait, Out: stdout})
+	stopSim()
+	serr := errors.Join(<-simDone, stopGateway())
+	if err != nil {
+		// What the gateway logged is where the reason is.
+		fmt.Fprintf(stderr, "gateway log (last lines):\n%s", logs.tail(30))
+		return err
+	}
+	return serr
 }
 
+// runLoadtest drives callbacks at a gateway (package loadtest): one running
+// at --url, or one started here on a free port over --mysql DSN, --sqlite
+// PATH, or a temporary SQLite.
 func runLoadtest(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	return errors.New("loadtest: not built yet")
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	gwURL := fs.String("url", "", "a running gateway (loopback); its database must be given too, for the check")
+	mysqlDSN := fs.String("mysql", "", "MariaDB/MySQL DSN of the gateway's database")
+	sqlitePath := fs.String("sqlite", "", "SQLite file of the gateway's database")
+	n := fs.Int("n", 2000, "callbacks to send, repeats included")
+	c := fs.Int("c", 64, "concurrency")
+	dup := fs.Float64("dup", 0.05, "share of the callbacks that repeat an earlier one")
+	timeout := fs.Duration("timeout", 2*time.Minute, "bound of the whole run")
+	baseline := fs.Bool("baseline", false, "run the same load against a bare gin + GORM insert into the same database")
+	rounds := fs.Int("rounds", 1, "with --baseline: alternate gateway and baseline in this many slices of the load")
+	pdfMiB := fs.Float64("pdf-mib", 0, "also send one applynotify with a PDF of this many MiB, alone, and measure its heap")
+	orgcode := fs.String("orgcode", simOrgCode, "the institution's orgcode")
+	appKey := fs.String("app-key", simAppKey, "the institution's appKey")
+	secret := fs.String("app-secret", simAppSecret, "the institution's appSecret (AES/ECB/base64 key)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the gateway phase to this file")
+	memprofile := fs.String("memprofile", "", "write an allocation profile of the run to this file")
+	logPath := fs.String("log", "", "the in-process gateway's log file (default: a temporary file)")
+	seed := fs.Uint64("seed", 0, "seed of the plan (0: random)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	lc := loadtest.Config{URL: *gwURL, OrgCode: *orgcode, AppKey: *appKey, AppSecret: *secret,
+		N: *n, C: *c, Dup: *dup, Timeout: *timeout, Baseline: *baseline, Rounds: *rounds, PDFBytes: int(*pdfMiB * (1 << 20)),
+		CPUProfile: *cpuprofile, MemProfile: *memprofile, Seed: *seed, Out: stdout, Progress: stderr}
+	switch {
+	case *mysqlDSN != "" && *sqlitePath != "":
+		return errors.New("loadtest: give --mysql or --sqlite, not both")
+	case *mysqlDSN != "":
+		lc.Driver, lc.DSN = "mysql", *mysqlDSN
+	case *sqlitePath != "":
+		lc.Driver, lc.DSN = "sqlite", *sqlitePath
+	case *gwURL != "":
+		return errors.New("loadtest: with --url, name the gateway's database (--mysql DSN or --sqlite PATH): the check reads it")
+	default:
+		dir, err := os.MkdirTemp("", "gateway-loadtest-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		lc.Driver, lc.DSN = "sqlite", filepath.Join(dir, "gateway.db")
+	}
+
+	if *gwURL != "" {
+		_, err := loadtest.Run(ctx, lc)
+		return err
+	}
+	cfg := &config.Config{
+		Server:   config.Server{Addr: "127.0.0.1:0", PublicBaseURL: "http://127.0.0.1", ShutdownGrace: 10 * time.Second},
+		Database: config.Database{Driver: lc.Driver, DSN: lc.DSN},
+		API:      config.API{Tokens: []string{randomToken()}},
+		// Nothing is called: the orders are stored as processing and the
+		// jobs, which would poll them, do not run.
+		Institutions: []config.Institution{{OrgCode: *orgcode, Name: "load test institution",
+			BaseURL: "http://127.0.0.1:9/unused", AppKey: *appKey, AppSecret: *secret}},
+		Jobs: config.Jobs{Disabled: true},
+		// Logged as in production (info, JSON), into a file.
+		Log: config.Log{Level: "info", Format: "json"},
+	}
+	cfg.ApplyDefaults()
+	logFile, err := openLog(*logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	url, stop, err := startGateway(ctx, cfg, getenv, logFile)
+	if err != nil {
+		return fmt.Errorf("loadtest: gateway: %w", err)
+	}
+	lc.URL, lc.InProcess, lc.Pool = url, true, cfg.Database.MaxOpenConns
+	_, err = loadtest.Run(ctx, lc)
+	err = errors.Join(err, stop())
+	fmt.Fprintf(stdout, "gateway log: %s\n", logFile.Name())
+	return err
+}
+
+// openLog opens the in-process gateway's log file: path, or a new
+// temporary file (kept, so that its errors can be read after the run).
+func openLog(path string) (*os.File, error) {
+	if path == "" {
+		return os.CreateTemp("", "gateway-loadtest-*.log")
+	}
+	return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+}
+
+// startGateway runs serve on cfg (whose server.addr is 127.0.0.1:0) in a
+// goroutine, and returns its base URL once it listens, and a function that
+// stops it and waits for the shutdown. The address is read from the
+// "gateway listening on ADDR" line serve prints.
+func startGateway(ctx context.Context, cfg *config.Config, getenv func(string) string, logs io.Writer) (string, func() error, error) {
+	if err := cfg.Validate(); err != nil {
+		return "", nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	w := &listenWatch{addr: make(chan string, 1)}
+	done := make(chan error, 1)
+	go func() { done <- serve(sctx, cfg, getenv, w, logs) }()
+	select {
+	case addr := <-w.addr:
+		var once sync.Once
+		var err error
+		stop := func() error {
+			once.Do(func() { cancel(); err = <-done })
+			return err
+		}
+		return "http://" + addr, stop, nil
+	case err := <-done:
+		cancel()
+		if err == nil {
+			err = errors.New("stopped before listening")
+		}
+		return "", nil, err
+	case <-ctx.Done():
+		cancel()
+		<-done
+		return "", nil, ctx.Err()
+	}
+}
+
+// listenWatch takes serve's stdout and reports the address of its
+// "gateway listening on ADDR (...)" line.
+type listenWatch struct {
+	mu   sync.Mutex
+	line []byte
+	addr chan string
+	sent bool
+}
+
+const listeningPrefix = "gateway listening on "
+
+func (w *listenWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.line = append(w.line, p...)
+	for {
+		i := bytes.IndexByte(w.line, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := string(w.line[:i])
+		w.line = w.line[i+1:]
+		if rest, ok := strings.CutPrefix(line, listeningPrefix); ok && !w.sent {
+			if f := strings.Fields(rest); len(f) > 0 {
+				w.addr <- f[0]
+				w.sent = true
+			}
+		}
+	}
+}
+
+// lockedBuffer collects the demo gateway's log.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// tail returns the last n lines.
+func (b *lockedBuffer) tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	lines := strings.SplitAfter(b.buf.String(), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "")
+}
+
+// randomToken is a bearer token for a gateway that lives as long as the command.
+func randomToken() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
