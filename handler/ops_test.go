@@ -96,8 +96,17 @@ func TestOpsMetrics(t *testing.T) {
 			opsWant(t, "apply", status, http.StatusCreated, body)
 			opsAwait(t, g, orderNo, "issued", func(o opsOrder) bool { return o.Status == "issued" })
 
-			fams := opsScrape(t, g)
+			// The order reads issued as soon as the notice commits; the
+			// notice is counted just after, when its answer is written.
 			sim := "SIM01"
+			notified := map[string]string{"institution": sim, "kind": "applynotify", "result": "accepted", "errcode": "000000"}
+			fams := opsScrape(t, g)
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); fams = opsScrape(t, g) {
+				if n, _ := opsMetric(fams, "gateway_callbacks_total", notified); n >= 1 {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
 			for _, c := range []struct {
 				name   string
 				metric string

@@ -487,19 +487,27 @@ func (r *reader) pdf(name string) []byte {
 		r.fail(fieldErr(name, "wrong type: want a base64 string"))
 		return nil
 	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		r.fail(fieldErr(name, "malformed string"))
+	// Base64 has no escapes: decode straight from the raw JSON rather than
+	// through a string copy of a file that may be tens of MiB.
+	text := v[1 : len(v)-1]
+	if bytes.IndexByte(text, '\\') >= 0 {
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			r.fail(fieldErr(name, "malformed string"))
+			return nil
+		}
+		text = []byte(s)
+	}
+	if len(text) == 0 {
 		return nil
 	}
-	if s == "" {
-		return nil
-	}
-	b, err := base64.StdEncoding.DecodeString(s)
+	b := make([]byte, base64.StdEncoding.DecodedLen(len(text)))
+	n, err := base64.StdEncoding.Decode(b, text)
 	if err != nil {
 		r.fail(fieldErr(name, "not base64"))
 		return nil
 	}
+	b = b[:n]
 	if !IsPDF(b) {
 		r.fail(fieldErr(name, "not a PDF"))
 		return nil
