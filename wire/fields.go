@@ -47,59 +47,35 @@ func (r *reader) fail(e *FieldError) {
 
 // str reads a string(max); required means present and not blank.
 func (r *reader) str(name string, max int, required bool) string {
-	if r.err != nil {
-		return ""
-	}
-	v := r.raw(name)
-	if v == nil {
-		if required {
-			r.fail(fieldErr(name, "missing"))
+	return value(r, name, required, func(name string, v json.RawMessage) (string, *FieldError) {
+		if v[0] != '"' {
+			return "", fieldErr(name, "wrong type: want a string")
 		}
-		return ""
-	}
-	if v[0] != '"' {
-		r.fail(fieldErr(name, "wrong type: want a string"))
-		return ""
-	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		r.fail(fieldErr(name, "malformed string"))
-		return ""
-	}
-	if required && len(bytes.TrimSpace([]byte(s))) == 0 {
-		r.fail(fieldErr(name, "missing"))
-		return ""
-	}
-	if e := CheckLen(name, s, max); e != nil {
-		r.fail(e)
-	}
-	return s
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return "", fieldErr(name, "malformed string")
+		}
+		if required && len(bytes.TrimSpace([]byte(s))) == 0 {
+			return "", fieldErr(name, "missing")
+		}
+		return s, CheckLen(name, s, max)
+	})
 }
 
 // code reads an enumerated value sent as a string or a number ("1" or 1).
 func (r *reader) code(name string, required bool, allowed ...string) string {
-	if r.err != nil {
-		return ""
-	}
-	v := r.raw(name)
-	if v == nil {
-		if required {
-			r.fail(fieldErr(name, "missing"))
+	return value(r, name, required, func(name string, v json.RawMessage) (string, *FieldError) {
+		s, e := scalar(name, v)
+		if e != nil {
+			return "", e
 		}
-		return ""
-	}
-	s, e := scalar(name, v)
-	if e != nil {
-		r.fail(e)
-		return ""
-	}
-	for _, a := range allowed {
-		if s == a {
-			return s
+		for _, a := range allowed {
+			if s == a {
+				return s, nil
+			}
 		}
-	}
-	r.fail(fieldErr(name, "must be one of %v", allowed))
-	return ""
+		return "", fieldErr(name, "must be one of %v", allowed)
+	})
 }
 
 func (r *reader) money(name string, required bool) decimal.Decimal {
