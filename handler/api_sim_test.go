@@ -76,7 +76,10 @@ func TestAPIWithBankSim(t *testing.T) {
 
 		st, body = apiApply(t, g, apiApplication("SIM02", "SIMAPI1", "QYSIM", "XM-S", "BD-S"))
 		o := apiDecode[apiOrder](t, apiWant(t, st, body, http.StatusCreated))
-		if o.Status != "processing" || o.Continueurl == "" {
+		// The simulator calls back after 10 ms: on a busy machine its
+		// notices can land before the apply's own answer is stored, and the
+		// order is then already further on. Never behind processing.
+		if (o.Status != "processing" && o.Status != "issued") || o.Continueurl == "" {
 			t.Fatalf("applied: %+v", o)
 		}
 		o = apiAwait(t, g, "SIMAPI1", "issued and paid", func(o apiOrder) bool {
