@@ -14,7 +14,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var stdout, stderr syncBuffer
-	if err := run(ctx, []string{"demo", "-delay", "50ms"}, envOf(nil), &stdout, &stderr); err != nil {
+	if err := run(ctx, []string{"demo", "-delay", "300ms"}, envOf(nil), &stdout, &stderr); err != nil {
 		t.Fatalf("demo: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 	out := stdout.String()
