@@ -194,17 +194,26 @@ func (s *Service) sendApply(ctx context.Context, inst *Institution, o *model.Ord
 		// Timeout, reset, 5xx, garbage, open breaker: the institution may or
 		// may not have the order. It stays applying; the recovery job sends
 		// it again with the same orderno after the back-off.
-		attempts := o.CheckAttempts + 1
-		set := model.Changes{"check_attempts": attempts, "next_check_at": now.Add(backoff(s.set.ApplyBackoff, attempts)),
-			"lease_owner": "", "lease_until": nil}
-		if s.set.MaxApplyAttempts > 0 && attempts >= s.set.MaxApplyAttempts {
-			set["flag"] = model.FlagApplyUnconfirmed
-		}
-		if _, uerr := s.store.With(ctx).UpdateOrder(o.OrderNo, set, model.Changes{"status": string(model.StatusApplying)}); uerr != nil {
-			s.logger(ctx).WithError(uerr).WithField("orderno", o.OrderNo).Error("apply back-off not stored")
-		}
+		s.applyAttemptFailed(ctx, o, model.Changes{"status": string(model.StatusApplying)})
 		s.logger(ctx).WithError(err).WithField("orderno", o.OrderNo).Warn("apply outcome unknown; will re-send")
 		return ApplyPending, nil
+	}
+}
+
+// applyAttemptFailed counts one apply that did not get a definite answer:
+// the order stays applying, its next try waits one more back-off step, its
+// lease is given up, and after the last allowed attempt it is flagged
+// apply_unconfirmed for operators. where guards the update (the status, or
+// the job's lease token).
+func (s *Service) applyAttemptFailed(ctx context.Context, o *model.Order, where model.Changes) {
+	attempts := o.CheckAttempts + 1
+	set := model.Changes{"check_attempts": attempts, "next_check_at": s.now().Add(backoff(s.set.ApplyBackoff, attempts)),
+		"lease_owner": "", "lease_until": nil}
+	if s.set.MaxApplyAttempts > 0 && attempts >= s.set.MaxApplyAttempts {
+		set["flag"] = model.FlagApplyUnconfirmed
+	}
+	if _, err := s.store.With(ctx).UpdateOrder(o.OrderNo, set, where); err != nil {
+		s.logger(ctx).WithError(err).WithField("orderno", o.OrderNo).Error("apply back-off not stored")
 	}
 }
 

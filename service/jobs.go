@@ -234,15 +234,10 @@ func (j *Scheduler) recoverOne(ctx context.Context, c claimedOrder) rowOutcome {
 	s, o := j.s, c.o
 	inst, err := j.institution(o.OrgCode)
 	if err != nil {
-		// Nobody to send it to: keep backing off, the order stays applying.
-		attempts := o.CheckAttempts + 1
-		set := model.Changes{"check_attempts": attempts, "next_check_at": s.now().Add(backoff(s.set.ApplyBackoff, attempts)),
-			"lease_owner": "", "lease_until": nil}
+		// Nobody to send it to: an attempt without an answer like any other.
 		sctx, cancel := storeContext(ctx)
 		defer cancel()
-		if _, uerr := s.store.With(sctx).UpdateOrder(o.OrderNo, set, model.Changes{"lease_owner": c.token}); uerr != nil {
-			j.log.WithError(uerr).WithField("orderno", o.OrderNo).Error("apply back-off not stored")
-		}
+		s.applyAttemptFailed(sctx, o, model.Changes{"lease_owner": c.token})
 		j.logFailure(JobRecoverApplying, o.OrderNo, err)
 		return outFailed
 	}

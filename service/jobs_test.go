@@ -839,6 +839,22 @@ func TestRecoverApplying(t *testing.T) {
 				t.Errorf("%s: claimed again: %+v", tc.name, st)
 			}
 		}
+
+		// An order whose institution was removed from the config counts its
+		// attempts like any other, and is flagged after the last one.
+		b := newBank(t)
+		g := newGateway(t, store, b, gwOptions{owner: "gw-gone"})
+		nos := seed(t, store, b, "RG", 1, model.StatusApplying, func(_ int, o *model.Order) { o.OrgCode, o.CheckAttempts = "GONE", 2 })
+		st := g.run(t, service.JobRecoverApplying)
+		o := order(t, store, nos[0])
+		if st.Claimed != 1 || st.Failed != 1 || o.Status != model.StatusApplying || o.CheckAttempts != 3 ||
+			o.Flag != model.FlagApplyUnconfirmed || o.LeaseOwner != "" {
+			t.Errorf("no institution: %+v; order %s attempts %d flag %q lease %q", st, o.Status, o.CheckAttempts, o.Flag, o.LeaseOwner)
+		}
+		makeDue(t, store, nos)
+		if st := g.run(t, service.JobRecoverApplying); st.Claimed != 0 {
+			t.Errorf("no institution: claimed again after the flag: %+v", st)
+		}
 	})
 }
 
