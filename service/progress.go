@@ -95,7 +95,7 @@ func (s *Service) applyProgress(tx model.Tx, o *model.Order, p progress) (progre
 		switch o.Status {
 		case model.StatusApplying, model.StatusProcessing:
 			res, err := s.move(tx, o, model.StatusIssued, p, set)
-			if err != nil && errors.Is(err, model.ErrDuplicate) {
+			if errors.Is(err, model.ErrDuplicate) {
 				return res, refuse(wire.CodeConflict, "bhno %s belongs to another order", p.guaranteeNo)
 			}
 			if len(p.missing) > 0 && err == nil {
@@ -108,9 +108,8 @@ func (s *Service) applyProgress(tx model.Tx, o *model.Order, p progress) (progre
 			switch {
 			case have == "" && p.guaranteeNo != "":
 				// Issued by a query, which carries no bhno: now we learn it.
-				delete(set, "next_check_at")
-				if o.Status == model.StatusIssued {
-					set["next_check_at"] = now
+				if o.Status != model.StatusIssued {
+					delete(set, "next_check_at") // nothing to pull for an ended guarantee
 				}
 				if _, err := tx.UpdateOrder(o.OrderNo, set, model.Changes{"guarantee_no": nil}); err != nil {
 					if errors.Is(err, model.ErrDuplicate) {
