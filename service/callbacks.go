@@ -325,34 +325,58 @@ func (s *Service) callbackRow(in CallbackInput, out *outcome, resp wire.Response
 
 // payState records a pay or refund and derives the order's paid and
 // refunded amounts from its payments. Dedup key: institution, orderno,
-// type, paytime and paymoney. Unknown orderno → 200001.
+// type, paytime and paymoney. Unknown orderno → 200001. Under load,
+// concurrent paystates share one transaction (paybatch.go); this is the
+// path of one alone, and of any the batch hands back.
 func (s *Service) payState(ctx context.Context, in CallbackInput, out *outcome, p wire.PayState) error {
 	org := out.inst.OrgCode
 	key := dedupKey(KindPayState, org, p.OrderNo, p.Kind, fmt.Sprint(p.PaidAt.UnixMilli()), p.Amount.StringFixed(2))
+	if s.pays != nil {
+		if handled, err := s.pays.do(&payJob{ctx: ctx, in: in, out: out, p: p, key: key}); handled {
+			return err
+		}
+	}
+	return s.payOne(ctx, in, out, p, key)
+}
+
+// payOne takes one paystate in its own transaction.
+func (s *Service) payOne(ctx context.Context, in CallbackInput, out *outcome, p wire.PayState, key string) error {
 	// The order is locked before the payment is added: two payments of one
 	// order at once would otherwise each count from the same amounts, and
 	// the later update would lose the earlier payment.
-	find := func(tx model.Tx) (*model.Order, error) { return s.ownOrder(tx, org, p.OrderNo) }
+	find := func(tx model.Tx) (*model.Order, error) { return s.ownOrder(tx, out.inst.OrgCode, p.OrderNo) }
 	return s.accept(ctx, in, out, key, find, func(tx model.Tx, o *model.Order, cb *model.Callback) error {
-		pay := &model.Payment{DedupKey: key, OrderNo: o.OrderNo, OrgCode: org, Kind: p.Kind, Amount: p.Amount,
-			PaidAt: p.PaidAt, PayerName: p.PayerName, PayerAccount: p.PayerAccount, CallbackID: cb.ID}
+		sums := model.Amounts{Paid: o.PaidAmount, Refunded: o.RefundedAmount}
+		pay, event := payEffect(o, cb, p, key, &sums)
 		if err := tx.InsertPayment(pay); err != nil {
 			return err
 		}
-		// The order is locked and its amounts are the sum of its payments
-		// so far, so adding this one keeps them so, without reading every
-		// payment again (decimals in Go: exact on SQLite too).
-		what, col, sum := "pay", "paid_amount", o.PaidAmount
-		if p.Kind == wire.PayKindRefund {
-			what, col, sum = "refund", "refunded_amount", o.RefundedAmount
-		}
-		if _, err := tx.UpdateOrder(o.OrderNo, model.Changes{col: sum.Add(p.Amount)}, nil); err != nil {
+		if _, err := tx.UpdateOrder(o.OrderNo, model.Changes{"paid_amount": sums.Paid, "refunded_amount": sums.Refunded}, nil); err != nil {
 			return err
 		}
-		return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote, Name: what, RefID: &cb.ID,
-			Detail: fmt.Sprintf("%s %s yuan at %s from %s", what, p.Amount.StringFixed(2),
-				p.PaidAt.Format(time.RFC3339), MaskAccount(p.PayerAccount))})
+		return tx.AddEvent(event)
 	})
+}
+
+// payEffect is what one paystate adds to its locked order: the payment, the
+// event, and the amounts moved on from sums. The order is locked and its
+// amounts are the sum of its payments so far, so adding this one keeps them
+// so, without reading every payment again (decimals in Go: exact on SQLite
+// too).
+func payEffect(o *model.Order, cb *model.Callback, p wire.PayState, key string, sums *model.Amounts) (*model.Payment, *model.Event) {
+	pay := &model.Payment{DedupKey: key, OrderNo: o.OrderNo, OrgCode: o.OrgCode, Kind: p.Kind, Amount: p.Amount,
+		PaidAt: p.PaidAt, PayerName: p.PayerName, PayerAccount: p.PayerAccount, CallbackID: cb.ID}
+	what := "pay"
+	if p.Kind == wire.PayKindRefund {
+		what = "refund"
+		sums.Refunded = sums.Refunded.Add(p.Amount)
+	} else {
+		sums.Paid = sums.Paid.Add(p.Amount)
+	}
+	event := &model.Event{OrderNo: o.OrderNo, Kind: model.EventNote, Name: what, RefID: &cb.ID,
+		Detail: fmt.Sprintf("%s %s yuan at %s from %s", what, p.Amount.StringFixed(2),
+			p.PaidAt.Format(time.RFC3339), MaskAccount(p.PayerAccount))}
+	return pay, event
 }
 
 // ownOrder finds and locks the order of this institution; another

@@ -22,6 +22,7 @@ type PrometheusMetrics struct {
 	callLat   *prometheus.HistogramVec
 	jobRuns   *prometheus.CounterVec
 	jobDur    *prometheus.HistogramVec
+	batches   *prometheus.HistogramVec
 }
 
 // NewPrometheusMetrics registers the gateway's metrics and the Go runtime
@@ -45,8 +46,11 @@ func NewPrometheusMetrics() *PrometheusMetrics {
 			Help: "Scheduled job runs, by job and result."}, []string{"job", "result"}),
 		jobDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_job_duration_seconds",
 			Help: "Duration of scheduled job runs.", Buckets: []float64{.01, .1, .5, 1, 5, 15, 60, 300}}, []string{"job"}),
+		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_callback_batch_size",
+			Help:    "Callbacks per group-committed transaction, by result: committed, or rolled_back (its callbacks then went one by one).",
+			Buckets: []float64{2, 4, 8, 16, 32, 64}}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.callbacks, m.cbLatency, m.calls, m.callLat, m.jobRuns, m.jobDur,
+	m.reg.MustRegister(m.callbacks, m.cbLatency, m.calls, m.callLat, m.jobRuns, m.jobDur, m.batches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -55,6 +59,11 @@ func NewPrometheusMetrics() *PrometheusMetrics {
 func (m *PrometheusMetrics) Callback(org, kind, result, errcode string, d time.Duration) {
 	m.callbacks.WithLabelValues(org, kind, result, errcode).Inc()
 	m.cbLatency.WithLabelValues(org, kind).Observe(d.Seconds())
+}
+
+// CallbackBatch counts one group commit of n callbacks.
+func (m *PrometheusMetrics) CallbackBatch(result string, n int) {
+	m.batches.WithLabelValues(result).Observe(float64(n))
 }
 
 // Call counts one outbound attempt.

@@ -154,6 +154,7 @@ type Service struct {
 	metrics Metrics
 	set     Settings
 	now     func() time.Time
+	pays    *payBatcher // nil: every paystate in its own transaction
 }
 
 // New builds the service. metrics may be nil.
@@ -164,8 +165,10 @@ func New(store *model.Store, insts *Registry, set Settings, log logrus.FieldLogg
 	if set.RawAuditLimit == 0 {
 		set.RawAuditLimit = 1 << 20
 	}
-	return &Service{store: store, insts: insts, log: log, metrics: metrics, set: set,
+	s := &Service{store: store, insts: insts, log: log, metrics: metrics, set: set,
 		now: func() time.Time { return time.Now().UTC() }}
+	s.pays = newPayBatcher(payLeaders, payBatchMax, s.payBatch)
+	return s
 }
 
 // Institutions returns the registry.
@@ -177,6 +180,7 @@ func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
 // Metrics receives what the service counts; the Prometheus one is in metrics.go.
 type Metrics interface {
 	Callback(org, kind, result, errcode string, d time.Duration)
+	CallbackBatch(result string, n int)
 	Call(org, endpoint, outcome string, d time.Duration)
 	JobRun(job, result string, d time.Duration)
 }
@@ -184,6 +188,7 @@ type Metrics interface {
 type nopMetrics struct{}
 
 func (nopMetrics) Callback(string, string, string, string, time.Duration) {}
+func (nopMetrics) CallbackBatch(string, int)                              {}
 func (nopMetrics) Call(string, string, string, time.Duration)             {}
 func (nopMetrics) JobRun(string, string, time.Duration)                   {}
 
