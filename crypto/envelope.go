@@ -5,6 +5,7 @@ import (
 	"crypto/cipher"
 	"crypto/subtle"
 	"fmt"
+	"sync"
 )
 
 // envelope is the Cipher built by New. It holds only immutable state (the
@@ -18,42 +19,62 @@ type envelope struct {
 	enc   encoding
 }
 
+// scratchLen is the ciphertext encrypted and encoded at a time: whole AES
+// blocks (16) and whole base64 groups (3), so that the pieces of text join
+// up exactly as one encoding of the whole would.
+const scratchLen = 48 * 64
+
+var scratchPool = sync.Pool{New: func() any { return new([scratchLen]byte) }}
+
 // Encrypt pads plain with PKCS#7, encrypts it and returns the encoded text.
 //
-// It makes one allocation: a buffer holding the encoded text followed by
-// scratch room for the raw ciphertext. Full plaintext blocks are encrypted
-// straight from plain into the scratch, only the last (padded) block is
-// copied; the scratch is then encoded into the front of the buffer.
+// It makes one allocation, the text itself. The ciphertext goes through a
+// pooled scratch of scratchLen bytes, encrypted straight from plain and
+// encoded into its place in the text piece by piece; only the last
+// (padded) block is copied.
 func (c *envelope) Encrypt(plain []byte) ([]byte, error) {
 	n := len(plain)
 	full := n - n%blockSize
 	padded := full + blockSize // PKCS#7 always adds 1..16 bytes
-	encLen := c.enc.encodedLen(padded)
+	out := make([]byte, c.enc.encodedLen(padded))
 
-	buf := make([]byte, encLen+padded)
-	out, ct := buf[:encLen:encLen], buf[encLen:]
-
-	last := ct[full:]
-	copy(last, plain[full:])
-	pad := byte(padded - n)
-	for i := n - full; i < blockSize; i++ {
-		last[i] = pad
-	}
-
+	scratch := scratchPool.Get().(*[scratchLen]byte)
+	defer scratchPool.Put(scratch)
+	var cbc cipher.BlockMode
 	if c.cbc {
-		m := cipher.NewCBCEncrypter(c.block, c.iv[:])
-		m.CryptBlocks(ct[:full], plain[:full])
-		m.CryptBlocks(last, last) // the chain carries over between calls
-	} else {
-		// ECB has no mode in the standard library (deliberately): one
-		// block at a time, each independent.
-		for i := 0; i < full; i += blockSize {
-			c.block.Encrypt(ct[i:i+blockSize], plain[i:i+blockSize])
-		}
-		c.block.Encrypt(last, last)
+		cbc = cipher.NewCBCEncrypter(c.block, c.iv[:]) // the chain carries over between calls
 	}
-
-	c.enc.encode(out, ct)
+	w := 0
+	for off := 0; off < padded; off += scratchLen {
+		end := min(off+scratchLen, padded)
+		ct := scratch[:end-off]
+		whole := min(end, full) - off // the blocks of this piece taken whole from plain
+		if cbc != nil {
+			cbc.CryptBlocks(ct[:whole], plain[off:off+whole])
+		} else {
+			// ECB has no mode in the standard library (deliberately): one
+			// block at a time, each independent.
+			for i := 0; i < whole; i += blockSize {
+				c.block.Encrypt(ct[i:i+blockSize], plain[off+i:off+i+blockSize])
+			}
+		}
+		if end == padded {
+			last := ct[whole:]
+			copy(last, plain[full:])
+			pad := byte(padded - n)
+			for i := n - full; i < blockSize; i++ {
+				last[i] = pad
+			}
+			if cbc != nil {
+				cbc.CryptBlocks(last, last)
+			} else {
+				c.block.Encrypt(last, last)
+			}
+		}
+		m := c.enc.encodedLen(len(ct))
+		c.enc.encode(out[w:w+m], ct)
+		w += m
+	}
 	return out, nil
 }
 
