@@ -269,7 +269,8 @@ func allCiphers() []cipherCase {
 func TestRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	payloads := map[int][]byte{}
-	for _, n := range []int{0, 1, 15, 16, 17, 1000} {
+	sizes := []int{0, 1, 15, 16, 17, 1000, scratchLen - 16, scratchLen, 2*scratchLen + 31}
+	for _, n := range sizes {
 		p := make([]byte, n)
 		for i := range p {
 			p[i] = byte(rng.Uint32())
@@ -279,7 +280,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, cc := range allCiphers() {
 		t.Run(cc.name, func(t *testing.T) {
 			c := mustNew(t, cc.opts, cc.secret)
-			for _, n := range []int{0, 1, 15, 16, 17, 1000} {
+			for _, n := range sizes {
 				plain := payloads[n]
 				text, err := c.Encrypt(plain)
 				if err != nil {
@@ -494,7 +495,10 @@ func TestAgainstOpenSSL(t *testing.T) {
 	iv := []byte("0102030405060708")
 	rng := rand.New(rand.NewPCG(3, 4))
 	payloads := [][]byte{[]byte(vecPlain), {}, []byte("x")}
-	for _, n := range []int{15, 33, 257, 4099} {
+	// Around and across Encrypt's scratch pieces (scratchLen bytes of
+	// ciphertext each): the CBC chain and the base64 text must run on
+	// across them as if the whole were done at once.
+	for _, n := range []int{15, 33, 257, scratchLen - 17, scratchLen - 16, scratchLen - 1, scratchLen, scratchLen + 1, 2*scratchLen + 5, 4099, 20000} {
 		p := make([]byte, n)
 		for i := range p {
 			p[i] = byte(rng.Uint32())
