@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -138,6 +140,43 @@ func TestOpsMetrics(t *testing.T) {
 					}
 				})
 			}
+			// A burst of distinct payments at once is group-committed, and
+			// the batches are counted by kind and result.
+			const burst = 48
+			bodies := make([][]byte, burst)
+			for i := range bodies {
+				bodies[i] = envelope(t, g.Cipher(sim), payParams(orderNo, wire.PayKindPay, fmt.Sprintf("%d.00", i+1),
+					time.Now().Add(time.Duration(-i)*time.Second)))
+			}
+			var wg sync.WaitGroup
+			gate := make(chan struct{})
+			answers := make([]string, burst)
+			for i := range bodies {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-gate
+					status, r := postNoFatal(g.URL, "paystate", "key-sim01-logs", bodies[i])
+					answers[i] = fmt.Sprintf("%d/%d/%s", status, r.Stat, r.Errcode)
+				}()
+			}
+			close(gate)
+			wg.Wait()
+			for i, a := range answers {
+				if a != "200/1/000000" {
+					t.Errorf("burst paystate %d answered %s", i, a)
+				}
+			}
+			fams = opsScrape(t, g)
+			batched := map[string]string{"kind": "paystate", "result": "committed"}
+			if n, ok := opsMetric(fams, "gateway_callback_batch_size", batched); !ok || n < 1 {
+				t.Errorf("gateway_callback_batch_size%v = %v (exposed %v): %d paystates at once made no batch", batched, n, ok, burst)
+			}
+			if n, _ := opsMetric(fams, "gateway_callbacks_total", map[string]string{"institution": sim, "kind": "paystate",
+				"result": "accepted", "errcode": "000000"}); n != 1+burst {
+				t.Errorf("accepted paystates after the burst: %v, want %d", n, 1+burst)
+			}
+
 			// The runtime and process series deploy/grafana's dashboard reads.
 			for _, name := range []string{"go_goroutines", "go_gc_duration_seconds", "go_memstats_heap_inuse_bytes",
 				"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "gateway_orders_flagged"} {

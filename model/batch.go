@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 
 	"gorm.io/gorm"
@@ -125,33 +126,91 @@ type Amounts struct {
 // statement. The caller holds their rows (LockOrders) and derived the
 // amounts from them.
 func (t Tx) SetAmounts(amounts map[string]Amounts) error {
-	if len(amounts) == 0 {
-		return nil
+	rows := make(map[string]Changes, len(amounts))
+	for no, a := range amounts {
+		rows[no] = Changes{"paid_amount": a.Paid, "refunded_amount": a.Refunded}
 	}
-	nos := make([]string, 0, len(amounts))
-	for no := range amounts {
+	if _, err := t.updateEach(rows, Changes{"updated_at": now()}, nil); err != nil {
+		return fmt.Errorf("set amounts of %d orders: %w", len(rows), err)
+	}
+	return nil
+}
+
+// MoveOrders moves several orders to status `to`, each only if it is now in
+// one of `from`, each with its own changes, in one statement, like as many
+// MoveOrder. It returns how many moved; a unique index that refuses a
+// change (a guarantee number another order holds) fails the statement with
+// ErrDuplicate.
+func (t Tx) MoveOrders(from []Status, to Status, rows map[string]Changes) (int64, error) {
+	n, err := t.updateEach(rows, Changes{"status": to, "active_slot": activeSlot(to), "updated_at": now()},
+		func(q *gorm.DB) *gorm.DB { return q.Where("status IN ?", from) })
+	if isDuplicate(err) {
+		return 0, fmt.Errorf("move %d orders to %s: %w", len(rows), to, ErrDuplicate)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("move %d orders to %s: %w", len(rows), to, err)
+	}
+	return n, nil
+}
+
+// updateEach updates the orders named by rows in one statement: each
+// column that some row changes becomes CASE order_no WHEN ... THEN ...
+// ELSE column END, so that a row that does not change it keeps its value;
+// common sets the same value on all. It returns the rows updated.
+func (t Tx) updateEach(rows map[string]Changes, common Changes, where func(*gorm.DB) *gorm.DB) (int64, error) {
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	nos := make([]string, 0, len(rows))
+	cols := map[string]bool{}
+	for no, ch := range rows {
 		nos = append(nos, no)
+		for c := range ch {
+			cols[c] = true
+		}
 	}
-	var paid, refunded strings.Builder
-	paidArgs := make([]any, 0, 2*len(nos))
-	refundedArgs := make([]any, 0, 2*len(nos))
-	paid.WriteString("CASE order_no")
-	refunded.WriteString("CASE order_no")
-	for _, no := range nos {
-		paid.WriteString(" WHEN ? THEN ?")
-		refunded.WriteString(" WHEN ? THEN ?")
-		paidArgs = append(paidArgs, no, amounts[no].Paid)
-		refundedArgs = append(refundedArgs, no, amounts[no].Refunded)
+	sort.Strings(nos) // one statement text for one set of orders
+	set := make(map[string]any, len(cols)+len(common))
+	for c := range cols {
+		var sql strings.Builder
+		args := make([]any, 0, 2*len(nos))
+		sql.WriteString("CASE order_no")
+		for _, no := range nos {
+			if v, ok := rows[no][c]; ok {
+				sql.WriteString(" WHEN ? THEN ?")
+				args = append(args, no, utc(v))
+			}
+		}
+		sql.WriteString(" ELSE " + c + " END")
+		set[c] = gorm.Expr(sql.String(), args...)
 	}
-	paid.WriteString(" END")
-	refunded.WriteString(" END")
-	res := t.db.Model(&Order{}).Where("order_no IN ?", nos).Updates(map[string]any{
-		"paid_amount":     gorm.Expr(paid.String(), paidArgs...),
-		"refunded_amount": gorm.Expr(refunded.String(), refundedArgs...),
-		"updated_at":      now(),
-	})
-	if res.Error != nil {
-		return fmt.Errorf("set amounts of %d orders: %w", len(nos), res.Error)
+	for c, v := range common {
+		set[c] = utc(v)
+	}
+	q := t.db.Model(&Order{}).Where("order_no IN ?", nos)
+	if where != nil {
+		q = where(q)
+	}
+	res := q.Updates(set)
+	return res.RowsAffected, res.Error
+}
+
+// InsertFiles stores guarantee PDFs in one statement; ErrDuplicate when an
+// order has one. The bytes are interpolated into the statement: for small
+// files only (InsertFile sends a big one as it is).
+func (t Tx) InsertFiles(files []*GuaranteeFile) error {
+	at := now()
+	for _, f := range files {
+		if f.CreatedAt.IsZero() {
+			f.CreatedAt = at
+		}
+	}
+	err := t.db.Create(files).Error
+	if isDuplicate(err) {
+		return fmt.Errorf("insert %d files: %w", len(files), ErrDuplicate)
+	}
+	if err != nil {
+		return fmt.Errorf("insert %d files: %w", len(files), err)
 	}
 	return nil
 }

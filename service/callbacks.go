@@ -326,15 +326,13 @@ func (s *Service) callbackRow(in CallbackInput, out *outcome, resp wire.Response
 // payState records a pay or refund and derives the order's paid and
 // refunded amounts from its payments. Dedup key: institution, orderno,
 // type, paytime and paymoney. Unknown orderno → 200001. Under load,
-// concurrent paystates share one transaction (paybatch.go); this is the
+// concurrent paystates share one transaction (batch.go); payOne is the
 // path of one alone, and of any the batch hands back.
 func (s *Service) payState(ctx context.Context, in CallbackInput, out *outcome, p wire.PayState) error {
 	org := out.inst.OrgCode
 	key := dedupKey(KindPayState, org, p.OrderNo, p.Kind, fmt.Sprint(p.PaidAt.UnixMilli()), p.Amount.StringFixed(2))
-	if s.pays != nil {
-		if handled, err := s.pays.do(&payJob{ctx: ctx, in: in, out: out, p: p, key: key}); handled {
-			return err
-		}
+	if handled, err := s.pays.do(&batchJob{ctx: ctx, in: in, out: out, key: key, pay: p}); handled {
+		return err
 	}
 	return s.payOne(ctx, in, out, p, key)
 }
@@ -402,12 +400,17 @@ func (s *Service) applyNotify(ctx context.Context, in CallbackInput, out *outcom
 		fileSum = hex.EncodeToString(sum[:])
 	}
 	key := dedupKey(KindApplyNotify, org, n.OrderNo, n.State, n.GuaranteeNo, fileSum)
-	find := func(tx model.Tx) (*model.Order, error) { return s.ownOrder(tx, org, n.OrderNo) }
+	if handled, err := s.notices.do(&batchJob{ctx: ctx, in: in, out: out, key: key, notice: n}); handled {
+		return err
+	}
+	return s.notifyOne(ctx, in, out, n, key)
+}
+
+// notifyOne takes one applynotify in its own transaction.
+func (s *Service) notifyOne(ctx context.Context, in CallbackInput, out *outcome, n wire.ApplyNotify, key string) error {
+	find := func(tx model.Tx) (*model.Order, error) { return s.ownOrder(tx, out.inst.OrgCode, n.OrderNo) }
 	return s.accept(ctx, in, out, key, find, func(tx model.Tx, o *model.Order, cb *model.Callback) error {
-		p := progress{state: n.State, guaranteeNo: n.GuaranteeNo, remark: n.Remark, source: "applynotify", refID: &cb.ID,
-			rate: n.PremiumRate, premium: n.Premium, issuerName: n.IssuerName, issuerAddress: n.IssuerAddress,
-			issuerPhone: n.IssuerPhone, issuedAt: n.IssuedAt, file: n.File, missing: n.Missing, withDetails: true}
-		res, err := s.applyProgress(tx, o, p)
+		res, err := s.applyProgress(tx, o, noticeProgress(n, &cb.ID))
 		if err != nil {
 			return err
 		}
@@ -416,6 +419,13 @@ func (s *Service) applyNotify(ctx context.Context, in CallbackInput, out *outcom
 		}
 		return nil
 	})
+}
+
+// noticeProgress is what an applynotify says, for applyProgress.
+func noticeProgress(n wire.ApplyNotify, refID *int64) progress {
+	return progress{state: n.State, guaranteeNo: n.GuaranteeNo, remark: n.Remark, source: "applynotify", refID: refID,
+		rate: n.PremiumRate, premium: n.Premium, issuerName: n.IssuerName, issuerAddress: n.IssuerAddress,
+		issuerPhone: n.IssuerPhone, issuedAt: n.IssuedAt, file: n.File, missing: n.Missing, withDetails: true}
 }
 
 // release records the guarantee's end: state 0 surrendered (退保), 1

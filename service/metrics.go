@@ -47,8 +47,8 @@ func NewPrometheusMetrics() *PrometheusMetrics {
 		jobDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_job_duration_seconds",
 			Help: "Duration of scheduled job runs.", Buckets: []float64{.01, .1, .5, 1, 5, 15, 60, 300}}, []string{"job"}),
 		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_callback_batch_size",
-			Help:    "Callbacks per group-committed transaction, by result: committed, or rolled_back (its callbacks then went one by one).",
-			Buckets: []float64{2, 4, 8, 16, 32, 64}}, []string{"result"}),
+			Help:    "Callbacks per group-committed transaction, by kind and result: committed, or rolled_back (its callbacks then went one by one).",
+			Buckets: []float64{2, 4, 8, 16, 32, 64}}, []string{"kind", "result"}),
 	}
 	m.reg.MustRegister(m.callbacks, m.cbLatency, m.calls, m.callLat, m.jobRuns, m.jobDur, m.batches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -62,8 +62,8 @@ func (m *PrometheusMetrics) Callback(org, kind, result, errcode string, d time.D
 }
 
 // CallbackBatch counts one group commit of n callbacks.
-func (m *PrometheusMetrics) CallbackBatch(result string, n int) {
-	m.batches.WithLabelValues(result).Observe(float64(n))
+func (m *PrometheusMetrics) CallbackBatch(kind, result string, n int) {
+	m.batches.WithLabelValues(kind, result).Observe(float64(n))
 }
 
 // Call counts one outbound attempt.

@@ -73,25 +73,11 @@ func (s *Service) applyProgress(tx model.Tx, o *model.Order, p progress) (progre
 		}
 
 	case wire.NotifyIssued:
-		set := model.Changes{"next_check_at": now, "check_attempts": 0, "flag": ""}
-		if p.guaranteeNo != "" {
-			set["guarantee_no"] = p.guaranteeNo
-		}
-		if p.remark != "" {
-			set["remark"] = truncate(p.remark, 512)
-		}
-		if p.withDetails {
-			set["premium_rate"], set["premium"] = p.rate, p.premium
-			set["issuer_name"], set["issuer_address"], set["issuer_phone"] = p.issuerName, p.issuerAddress, p.issuerPhone
-		}
-		if !p.issuedAt.IsZero() {
-			set["issued_at"] = p.issuedAt
-		}
 		stored, err := s.storeFile(tx, o, p)
 		if err != nil {
 			return progressResult{}, err
 		}
-		set["file_pending"] = !stored
+		set := issuedChanges(p, now, stored)
 		switch o.Status {
 		case model.StatusApplying, model.StatusProcessing:
 			res, err := s.move(tx, o, model.StatusIssued, p, set)
@@ -154,6 +140,33 @@ func (s *Service) applyProgress(tx model.Tx, o *model.Order, p progress) (progre
 	return progressResult{}, fmt.Errorf("unknown state %q", p.state)
 }
 
+// issuedChanges are the columns an issuance sets: what p says, the file
+// pending unless stored, and the order due at once for the next step (the
+// pull job when the file is missing).
+func issuedChanges(p progress, now time.Time, stored bool) model.Changes {
+	set := model.Changes{"next_check_at": now, "check_attempts": 0, "flag": "", "file_pending": !stored}
+	if p.guaranteeNo != "" {
+		set["guarantee_no"] = p.guaranteeNo
+	}
+	if p.remark != "" {
+		set["remark"] = truncate(p.remark, 512)
+	}
+	if p.withDetails {
+		set["premium_rate"], set["premium"] = p.rate, p.premium
+		set["issuer_name"], set["issuer_address"], set["issuer_phone"] = p.issuerName, p.issuerAddress, p.issuerPhone
+	}
+	if !p.issuedAt.IsZero() {
+		set["issued_at"] = p.issuedAt
+	}
+	return set
+}
+
+// moveEvent is the event of a transition that p made.
+func moveEvent(o *model.Order, to model.Status, p progress) *model.Event {
+	return &model.Event{OrderNo: o.OrderNo, Kind: model.EventStatus, Name: p.source, FromStatus: string(o.Status),
+		ToStatus: string(to), RefID: p.refID, Detail: truncate(p.remark, 512)}
+}
+
 // move makes one conditional transition and appends its event.
 func (s *Service) move(tx model.Tx, o *model.Order, to model.Status, p progress, set model.Changes) (progressResult, error) {
 	moved, err := tx.MoveOrder(o.OrderNo, []model.Status{o.Status}, to, set)
@@ -165,9 +178,7 @@ func (s *Service) move(tx model.Tx, o *model.Order, to model.Status, p progress,
 		// caller's transaction is retried by the sender or the next poll.
 		return progressResult{}, refuse(wire.CodeUnavailable, "order %s changed concurrently, retry", o.OrderNo)
 	}
-	return progressResult{moved: true}, tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventStatus,
-		Name: p.source, FromStatus: string(o.Status), ToStatus: string(to), RefID: p.refID,
-		Detail: truncate(p.remark, 512)})
+	return progressResult{moved: true}, tx.AddEvent(moveEvent(o, to, p))
 }
 
 // late records a notice that would move the order backwards.

@@ -154,7 +154,8 @@ type Service struct {
 	metrics Metrics
 	set     Settings
 	now     func() time.Time
-	pays    *payBatcher // nil: every paystate in its own transaction
+	pays    *batcher // group commit of paystates (batch.go)
+	notices *batcher // and of applynotify callbacks
 }
 
 // New builds the service. metrics may be nil.
@@ -167,7 +168,8 @@ func New(store *model.Store, insts *Registry, set Settings, log logrus.FieldLogg
 	}
 	s := &Service{store: store, insts: insts, log: log, metrics: metrics, set: set,
 		now: func() time.Time { return time.Now().UTC() }}
-	s.pays = newPayBatcher(payLeaders, payBatchMax, s.payBatch)
+	s.pays = newBatcher(batchLeaders, batchMax, s.payBatch)
+	s.notices = newBatcher(batchLeaders, batchMax, s.noticeBatch)
 	return s
 }
 
@@ -180,7 +182,7 @@ func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
 // Metrics receives what the service counts; the Prometheus one is in metrics.go.
 type Metrics interface {
 	Callback(org, kind, result, errcode string, d time.Duration)
-	CallbackBatch(result string, n int)
+	CallbackBatch(kind, result string, n int)
 	Call(org, endpoint, outcome string, d time.Duration)
 	JobRun(job, result string, d time.Duration)
 }
@@ -188,7 +190,7 @@ type Metrics interface {
 type nopMetrics struct{}
 
 func (nopMetrics) Callback(string, string, string, string, time.Duration) {}
-func (nopMetrics) CallbackBatch(string, int)                              {}
+func (nopMetrics) CallbackBatch(string, string, int)                      {}
 func (nopMetrics) Call(string, string, string, time.Duration)             {}
 func (nopMetrics) JobRun(string, string, time.Duration)                   {}
 

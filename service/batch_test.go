@@ -2,10 +2,12 @@ package service
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,15 +21,15 @@ import (
 	"github.com/procurement/gateway/wire"
 )
 
-// TestPayBatcherGroups: requests that arrive while the leaders are busy
+// TestBatcherGroups: requests that arrive while the leaders are busy
 // queue up and are taken together; every job is run exactly once, by at
 // most payLeaders batches at a time, none over the maximum size.
-func TestPayBatcherGroups(t *testing.T) {
+func TestBatcherGroups(t *testing.T) {
 	const jobs, maxBatch = 200, 16
 	var running, peak, batches atomic.Int64
 	var mu sync.Mutex
-	ran := map[*payJob]int{}
-	b := newPayBatcher(payLeaders, maxBatch, func(batch []*payJob) {
+	ran := map[*batchJob]int{}
+	b := newBatcher(batchLeaders, maxBatch, func(batch []*batchJob) {
 		if n := running.Add(1); n > peak.Load() {
 			peak.Store(n)
 		}
@@ -54,7 +56,7 @@ func TestPayBatcherGroups(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-gate
-			j := &payJob{key: fmt.Sprint(i)}
+			j := &batchJob{key: fmt.Sprint(i)}
 			handled, err := b.do(j)
 			if !handled || err == nil || err.Error() != "answer "+j.key {
 				t.Errorf("job %d: handled %v, err %v", i, handled, err)
@@ -71,8 +73,8 @@ func TestPayBatcherGroups(t *testing.T) {
 			t.Errorf("job %s ran %d times", j.key, n)
 		}
 	}
-	if peak.Load() > payLeaders {
-		t.Errorf("%d batches ran at once, at most %d may", peak.Load(), payLeaders)
+	if peak.Load() > batchLeaders {
+		t.Errorf("%d batches ran at once, at most %d may", peak.Load(), batchLeaders)
 	}
 	// 200 arrivals over 5 ms batches: one at a time would be 200 batches.
 	if n := batches.Load(); n > jobs/4 {
@@ -89,19 +91,27 @@ type batchFixture struct {
 	bankA      *Institution
 	bankB      *Institution
 	a1, a2, b1 string
+	a3, a4     string // BANKA's: issued as BH-A3, and applying
 }
 
 func newBatchFixture(t *testing.T, store *model.Store) *batchFixture {
 	t.Helper()
 	f := &batchFixture{store: store, bankA: &Institution{OrgCode: "BANKA"}, bankB: &Institution{OrgCode: "BANKB"},
-		a1: "PB-A1", a2: "PB-A2", b1: "PB-B1"}
+		a1: "PB-A1", a2: "PB-A2", b1: "PB-B1", a3: "PB-A3", a4: "PB-A4"}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	f.svc = New(store, NewRegistry([]*Institution{f.bankA, f.bankB}), Settings{}, log, nil)
 	now := time.Now().UTC()
 	err := store.InTx(context.Background(), func(tx model.Tx) error {
-		for i, o := range []struct{ no, org string }{{f.a1, "BANKA"}, {f.a2, "BANKA"}, {f.b1, "BANKB"}} {
-			err := tx.CreateOrder(&model.Order{OrderNo: o.no, OrgCode: o.org, Status: model.StatusProcessing, RequestHash: "h",
+		bh := "BH-A3"
+		for i, o := range []struct {
+			no, org string
+			st      model.Status
+			bhno    *string
+		}{{f.a1, "BANKA", model.StatusProcessing, nil}, {f.a2, "BANKA", model.StatusProcessing, nil},
+			{f.b1, "BANKB", model.StatusProcessing, nil}, {f.a3, "BANKA", model.StatusIssued, &bh},
+			{f.a4, "BANKA", model.StatusApplying, nil}} {
+			err := tx.CreateOrder(&model.Order{OrderNo: o.no, OrgCode: o.org, Status: o.st, GuaranteeNo: o.bhno, RequestHash: "h",
 				ApplicantName: "某某建设有限公司", ApplicantCode: fmt.Sprintf("91110000MA%08d", i),
 				DepositAmount: decimal.RequireFromString("10000.00"), ProjectName: "道路工程", ProjectCode: "XM1",
 				LotName: "一标段", LotCode: "BD1", OpeningAt: now.Add(72 * time.Hour), DeadlineAt: now.Add(48 * time.Hour),
@@ -120,14 +130,14 @@ func newBatchFixture(t *testing.T, store *model.Store) *batchFixture {
 }
 
 // job makes the paystate job of inst for orderNo as takeCallback would.
-func (f *batchFixture) job(inst *Institution, orderNo, kind, amount string, at time.Time) *payJob {
+func (f *batchFixture) job(inst *Institution, orderNo, kind, amount string, at time.Time) *batchJob {
 	p := wire.PayState{OrderNo: orderNo, Kind: kind, Amount: decimal.RequireFromString(amount), PaidAt: at.UTC()}
 	if kind == wire.PayKindPay {
 		p.PayerName, p.PayerAccount = "某某建设有限公司", "6222000011112222"
 	}
 	key := dedupKey(KindPayState, inst.OrgCode, p.OrderNo, p.Kind, fmt.Sprint(p.PaidAt.UnixMilli()), p.Amount.StringFixed(2))
-	return &payJob{ctx: context.Background(), in: CallbackInput{Kind: KindPayState, Body: []byte(`{"data":"` + key + `"}`), RemoteAddr: "127.0.0.1:1"},
-		out: &outcome{inst: inst, result: model.OutcomeAccepted}, p: p, key: key, done: make(chan struct{})}
+	return &batchJob{ctx: context.Background(), in: CallbackInput{Kind: KindPayState, Body: []byte(`{"data":"` + key + `"}`), RemoteAddr: "127.0.0.1:1"},
+		out: &outcome{inst: inst, result: model.OutcomeAccepted}, pay: p, key: key, done: make(chan struct{})}
 }
 
 // counts are the rows of every table a paystate writes.
@@ -135,7 +145,7 @@ func (f *batchFixture) counts(t *testing.T) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
 	err := f.store.InTx(context.Background(), func(tx model.Tx) error {
-		for _, no := range []string{f.a1, f.a2, f.b1, "PB-NONE"} {
+		for _, no := range []string{f.a1, f.a2, f.b1, f.a3, f.a4, "PB-NONE"} {
 			pays, err := tx.Payments(no)
 			if err != nil {
 				return err
@@ -147,6 +157,9 @@ func (f *batchFixture) counts(t *testing.T) map[string]int64 {
 			evs, err := tx.Events(no)
 			if err != nil {
 				return err
+			}
+			if _, err := tx.FileInfo(no); err == nil {
+				out["files"]++
 			}
 			out["payments"] += int64(len(pays))
 			out["callbacks"] += int64(len(cbs))
@@ -180,12 +193,12 @@ func TestPayBatchCommit(t *testing.T) {
 		f := newBatchFixture(t, store)
 		t0 := time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)
 		stored := f.job(f.bankA, f.a1, wire.PayKindPay, "100.00", t0)
-		if err := f.svc.payOne(stored.ctx, stored.in, stored.out, stored.p, stored.key); err != nil {
+		if err := f.svc.payOne(stored.ctx, stored.in, stored.out, stored.pay, stored.key); err != nil {
 			t.Fatal(err)
 		}
 		before := f.counts(t)
 
-		jobs := []*payJob{
+		jobs := []*batchJob{
 			f.job(f.bankA, f.a1, wire.PayKindPay, "10.00", t0.Add(time.Second)),     // new
 			f.job(f.bankA, f.a1, wire.PayKindPay, "5.50", t0.Add(2*time.Second)),    // new, same order
 			f.job(f.bankA, f.a2, wire.PayKindRefund, "1.25", t0.Add(3*time.Second)), // new refund, another order
@@ -261,7 +274,7 @@ func TestPayBatchCommit(t *testing.T) {
 		wantAlone := map[int]string{3: model.OutcomeDuplicate, 4: model.OutcomeDuplicate, 5: wire.CodeUnknown, 6: wire.CodeUnknown}
 		for i, want := range wantAlone {
 			j := jobs[i]
-			err := f.svc.payOne(j.ctx, j.in, j.out, j.p, j.key)
+			err := f.svc.payOne(j.ctx, j.in, j.out, j.pay, j.key)
 			var ce *callbackErr
 			switch {
 			case want == model.OutcomeDuplicate:
@@ -284,7 +297,7 @@ func TestPayBatchRollsBack(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
 		f := newBatchFixture(t, store)
 		t0 := time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)
-		jobs := []*payJob{
+		jobs := []*batchJob{
 			f.job(f.bankA, f.a1, wire.PayKindPay, "10.00", t0),
 			f.job(f.bankA, f.a2, wire.PayKindPay, "20.00", t0),
 			f.job(f.bankA, f.a1, wire.PayKindPay, "30.00", t0.Add(time.Second)),
@@ -308,7 +321,7 @@ func TestPayBatchRollsBack(t *testing.T) {
 		decimalIs(t, "a1 paid", f.order(t, f.a1).PaidAmount, "0")
 		// Alone, the first and third are taken; the second meets the index.
 		for i, j := range jobs {
-			err := f.svc.payOne(j.ctx, j.in, j.out, j.p, j.key)
+			err := f.svc.payOne(j.ctx, j.in, j.out, j.pay, j.key)
 			var ce *callbackErr
 			if i == 1 {
 				if !errors.As(err, &ce) || ce.code != wire.CodeConflict {
@@ -322,9 +335,219 @@ func TestPayBatchRollsBack(t *testing.T) {
 	})
 }
 
+// notice makes the applynotify job of inst for orderNo as takeCallback
+// would: state 1 issued (with a PDF unless noFile), 2 processing.
+func (f *batchFixture) notice(inst *Institution, orderNo, state, bhno string, noFile bool) *batchJob {
+	n := wire.ApplyNotify{OrderNo: orderNo, State: state, GuaranteeNo: bhno}
+	fileSum := ""
+	if state == wire.NotifyIssued {
+		n.Remark = "出函成功"
+		n.PremiumRate, n.Premium = decimal.RequireFromString("0.001500"), decimal.RequireFromString("150.00")
+		n.IssuerName, n.IssuerAddress, n.IssuerPhone = "某某担保有限公司", "北京市", "010-12345678"
+		n.IssuedAt = time.Date(2025, 3, 2, 9, 30, 0, 0, time.UTC)
+		if noFile {
+			n.Missing = []string{"bhfile"}
+		} else {
+			n.File = []byte("%PDF-1.4\n% letter of " + orderNo + "\n%%EOF\n")
+			fileSum = fmt.Sprintf("%x", sha256.Sum256(n.File))
+		}
+	}
+	key := dedupKey(KindApplyNotify, inst.OrgCode, n.OrderNo, n.State, n.GuaranteeNo, fileSum)
+	return &batchJob{ctx: context.Background(), in: CallbackInput{Kind: KindApplyNotify, Body: []byte(`{"data":"` + key + `"}`), RemoteAddr: "127.0.0.1:1"},
+		out: &outcome{inst: inst, result: model.OutcomeAccepted, guaranteeNo: bhno}, notice: n, key: key, done: make(chan struct{})}
+}
+
+// trail is what an order's callbacks left, without IDs and clocks: the
+// order's columns, its file, its events and its callbacks' outcomes.
+func (f *batchFixture) trail(t *testing.T, no string) string {
+	t.Helper()
+	var b strings.Builder
+	err := f.store.InTx(context.Background(), func(tx model.Tx) error {
+		o, err := tx.Order(no)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "order %s %s bhno=%s rate=%s premium=%s issuer=%s/%s/%s issued=%v remark=%q pending=%v due=%v attempts=%d flag=%q slot=%v\n",
+			o.OrderNo, o.Status, o.BHNo(), o.PremiumRate.Decimal.String(), o.Premium.Decimal.String(), o.IssuerName, o.IssuerAddress,
+			o.IssuerPhone, o.IssuedAt, o.Remark, o.FilePending, o.NextCheckAt != nil, o.CheckAttempts, o.Flag, o.ActiveSlot != nil)
+		if fi, err := tx.FileInfo(no); err == nil {
+			fmt.Fprintf(&b, "file %s %s %d %s\n", fi.GuaranteeNo, fi.Sha256, fi.Size, fi.Source)
+		}
+		evs, err := tx.Events(no)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			fmt.Fprintf(&b, "event %s %s %s>%s %q ref=%v\n", e.Kind, e.Name, e.FromStatus, e.ToStatus, e.Detail, e.RefID != nil)
+		}
+		cbs, err := tx.Callbacks(no)
+		if err != nil {
+			return err
+		}
+		for _, c := range cbs {
+			fmt.Fprintf(&b, "callback %s %s %s %s key=%v\n", c.Kind, c.Outcome, c.Errcode, c.GuaranteeNo, c.DedupKey != nil)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestNoticeBatchCommit: a batch of applynotify callbacks leaves exactly
+// what the one-by-one path leaves for the plain ones (issued from
+// processing and from applying with the PDF, processing again), and hands
+// back the rest, which then get the one-by-one answers: a bhno given to two
+// orders (200002), a late notice, a repeat, another institution's order,
+// an issuance without its PDF.
+func TestNoticeBatchCommit(t *testing.T) {
+	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
+		batched := newBatchFixture(t, store)
+		alone := newBatchFixture(t, modeltest.Open(t, store.Driver(), os.Getenv))
+		jobs := func(f *batchFixture) []*batchJob {
+			return []*batchJob{
+				f.notice(f.bankA, f.a1, wire.NotifyIssued, "BH-A1", false), // processing → issued
+				f.notice(f.bankA, f.a4, wire.NotifyIssued, "BH-A4", false), // applying → issued
+				f.notice(f.bankA, f.a2, wire.NotifyProcessing, "", false),  // processing, still
+				f.notice(f.bankA, f.a2, wire.NotifyIssued, "BH-A1", false), // another order's bhno
+				f.notice(f.bankA, f.a3, wire.NotifyProcessing, "", false),  // late: a3 is issued
+				f.notice(f.bankA, f.a1, wire.NotifyIssued, "BH-A1", false), // the first again
+				f.notice(f.bankA, f.b1, wire.NotifyIssued, "BH-B1", false), // BANKB's order
+				f.notice(f.bankB, f.b1, wire.NotifyIssued, "BH-B1", true),  // no PDF: marked for the pull
+			}
+		}
+		wantTaken := []bool{true, true, true, false, false, false, false, false}
+		before := batched.counts(t)
+		bj := jobs(batched)
+		batched.svc.noticeBatch(bj)
+		for i, j := range bj {
+			if j.handled != wantTaken[i] || j.err != nil {
+				t.Errorf("job %d: handled %v err %v, want handled %v", i, j.handled, j.err, wantTaken[i])
+			}
+		}
+		after := batched.counts(t)
+		if after["callbacks"]-before["callbacks"] != 3 || after["files"]-before["files"] != 2 || after["events"]-before["events"] != 2 {
+			t.Errorf("rows before %v, after %v: want 3 callbacks, 2 files, 2 events more", before, after)
+		}
+
+		// What was handed back gets the one-by-one answers, in both
+		// fixtures; then every order's trail must be the same in both.
+		want := map[int]string{3: wire.CodeConflict, 4: model.OutcomeLate, 5: model.OutcomeDuplicate, 6: wire.CodeUnknown, 7: model.OutcomeAccepted}
+		aj := jobs(alone)
+		for i, j := range aj {
+			if !wantTaken[i] {
+				continue
+			}
+			if err := alone.svc.notifyOne(j.ctx, j.in, j.out, j.notice, j.key); err != nil {
+				t.Fatalf("job %d alone: %v", i, err)
+			}
+		}
+		for _, f := range []*batchFixture{batched, alone} {
+			js := bj
+			if f == alone {
+				js = aj
+			}
+			for i, w := range want {
+				j := js[i]
+				err := f.svc.notifyOne(j.ctx, j.in, j.out, j.notice, j.key)
+				var ce *callbackErr
+				switch w {
+				case model.OutcomeLate, model.OutcomeDuplicate, model.OutcomeAccepted:
+					if err != nil || j.out.result != w {
+						t.Errorf("job %d alone: %v, outcome %s, want %s", i, err, j.out.result, w)
+					}
+				default:
+					if !errors.As(err, &ce) || ce.code != w {
+						t.Errorf("job %d alone: %v, want %s", i, err, w)
+					}
+				}
+			}
+		}
+		for _, no := range []string{batched.a1, batched.a2, batched.a3, batched.a4, batched.b1} {
+			if b, a := batched.trail(t, no), alone.trail(t, no); b != a {
+				t.Errorf("%s batched:\n%s\none by one:\n%s", no, b, a)
+			}
+		}
+		if tr := batched.trail(t, batched.a1); !strings.Contains(tr, "order PB-A1 issued bhno=BH-A1") ||
+			!strings.Contains(tr, "event status applynotify processing>issued") || !strings.Contains(tr, "pending=false") {
+			t.Errorf("a1 after its issuance:\n%s", tr)
+		}
+	})
+}
+
 func decimalIs(t *testing.T, what string, got decimal.Decimal, want string) {
 	t.Helper()
 	if !got.Equal(decimal.RequireFromString(want)) {
 		t.Errorf("%s: %s, want %s", what, got, want)
+	}
+}
+
+// TestBatcherSurvivesPanic: a batch that panics hands its other jobs back
+// instead of leaving their requests waiting, frees its leader's slot, and
+// the panic reaches the leader's own request.
+func TestBatcherSurvivesPanic(t *testing.T) {
+	s := &Service{log: logrus.New(), metrics: nopMetrics{}}
+	s.log.(*logrus.Logger).SetOutput(io.Discard)
+	release := make(chan struct{})
+	var calls atomic.Int64
+	b := newBatcher(1, batchMax, func(jobs []*batchJob) {
+		s.runBatch("test", jobs, func(*batchJob) error {
+			if calls.Add(1) == 1 {
+				<-release // hold the only slot while the others queue
+			}
+			return nil
+		}, func(context.Context, []*batchJob) ([]*batchJob, error) { panic("boom") })
+	})
+	first := &batchJob{ctx: context.Background(), key: "first"}
+	firstDone := make(chan bool)
+	go func() { handled, _ := b.do(first); firstDone <- handled }()
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// The leader holds the slot: these queue, then go as one batch that
+	// panics in the hands of whichever of them leads it.
+	const n = 5
+	results := make(chan string, n)
+	for i := range n {
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					results <- "panic"
+				}
+			}()
+			handled, err := b.do(&batchJob{ctx: context.Background(), key: fmt.Sprint(i)})
+			results <- fmt.Sprintf("handled=%v err=%v", handled, err)
+		}()
+	}
+	for {
+		b.mu.Lock()
+		queued := len(b.queue)
+		b.mu.Unlock()
+		if queued == n {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if !<-firstDone {
+		t.Error("the first job, alone, was not handled")
+	}
+	got := map[string]int{}
+	timeout := time.After(10 * time.Second)
+	for range n {
+		select {
+		case r := <-results:
+			got[r]++
+		case <-timeout:
+			t.Fatalf("requests still waiting after the panic; answers so far %v", got)
+		}
+	}
+	if got["panic"] != 1 || got["handled=false err=<nil>"] != n-1 {
+		t.Errorf("answers %v: want the leader's panic and %d handed back", got, n-1)
+	}
+	// The slot is free again.
+	if handled, _ := b.do(&batchJob{ctx: context.Background(), key: "after"}); !handled {
+		t.Error("a job after the panic was not handled")
 	}
 }

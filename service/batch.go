@@ -1,0 +1,352 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/procurement/gateway/model"
+	"github.com/procurement/gateway/wire"
+)
+
+// Group commit of callbacks.
+//
+// One paystate alone is seven statements: begin, lock the order, record the
+// callback, add the payment, move the order's amounts, add the event,
+// commit; an issuance notice about as many. Under load the database spends
+// its time on statements, not on rows, so concurrent callbacks of one kind
+// share one transaction of nine statements whatever their number: the
+// orders locked together in index order, the taken dedup keys read, then
+// one multi-row statement each for callbacks (and their IDs back), for
+// payments or files, for the orders' changes and for events.
+//
+// The batch is only a shortcut, for the plain case: a new payment of a
+// known order; an issuance, with its PDF, of an order in applying or
+// processing, or a processing notice of an order in processing. Whatever
+// else arrives goes back to its request, which takes the one-by-one path
+// that decides every case: an unknown or another institution's order, a
+// dedup key already stored or twice in the batch, a notice that is late or
+// conflicts; and so does every callback of a batch that fails in any
+// statement (a duplicate the read missed, a deadlock, storage down). A
+// request is answered only after the transaction that holds its callback
+// committed, as on the one-by-one path.
+//
+// No goroutine runs in the background. A request queues its job and, when
+// fewer than batchLeaders batches of its kind are running, leads: it takes
+// up to batchMax queued jobs, commits them, and goes on until its own job
+// is done. A batch of one job the leader takes by the one-by-one path;
+// while it does, the requests that arrive queue up and become the next
+// batch. Two leaders measured best on two cores: more make smaller
+// batches, one leaves the database idle between them.
+
+const (
+	batchMax     = 64
+	batchLeaders = 2
+	batchTimeout = 10 * time.Second
+	// A notice whose PDF is over batchFileBytes, or would take the batch's
+	// PDFs over batchFilesBytes, goes alone: the batch's one statement of
+	// files stays far below max_allowed_packet (16 MiB by default on
+	// MariaDB), and a big PDF is sent as it is (InsertFile), not
+	// interpolated.
+	batchFileBytes  = 256 << 10
+	batchFilesBytes = 4 << 20
+)
+
+// batchJob is one callback waiting for a batch: a paystate or an
+// applynotify, already validated.
+type batchJob struct {
+	ctx    context.Context
+	in     CallbackInput
+	out    *outcome
+	key    string
+	pay    wire.PayState
+	notice wire.ApplyNotify
+
+	done chan struct{}
+	// handled: a batch committed it, or ran it alone with err as its
+	// answer; otherwise its request takes it alone. Written before done is
+	// closed.
+	handled bool
+	err     error
+}
+
+// batcher groups the jobs of one kind.
+type batcher struct {
+	mu    sync.Mutex
+	queue []*batchJob
+	slots chan struct{}
+	max   int
+	run   func(jobs []*batchJob)
+}
+
+func newBatcher(leaders, max int, run func([]*batchJob)) *batcher {
+	return &batcher{slots: make(chan struct{}, leaders), max: max, run: run}
+}
+
+// do queues the job and waits until a batch handled it (true, with its
+// answer) or handed it back (false). It does not give up when the request
+// ends: the job may be in a transaction that is committing, and its answer
+// must say so.
+func (b *batcher) do(j *batchJob) (bool, error) {
+	j.done = make(chan struct{})
+	b.mu.Lock()
+	b.queue = append(b.queue, j)
+	b.mu.Unlock()
+	select {
+	case <-j.done:
+	case b.slots <- struct{}{}:
+		// Leading ends when j is done or, the queue empty, another
+		// leader holds j and will finish it. A panic while leading
+		// frees the slot on its way up.
+		func() {
+			defer func() { <-b.slots }()
+			b.lead(j)
+		}()
+		<-j.done
+	}
+	return j.handled, j.err
+}
+
+// lead runs batches from the head of the queue until mine is done or the
+// queue is empty (another leader holds mine).
+func (b *batcher) lead(mine *batchJob) {
+	for {
+		select {
+		case <-mine.done:
+			return
+		default:
+		}
+		b.mu.Lock()
+		n := min(len(b.queue), b.max)
+		batch := b.queue[:n:n]
+		b.queue = b.queue[n:]
+		if len(b.queue) == 0 {
+			b.queue = nil
+		}
+		b.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		b.run(batch)
+	}
+}
+
+// runBatch runs one job alone, as its own request would, and commits what
+// it can of several in one transaction, handing the rest back. A leader
+// that runs even one job holds its slot meanwhile: that is what makes the
+// requests arriving meanwhile queue up into the next batch.
+func (s *Service) runBatch(kind string, jobs []*batchJob, alone func(*batchJob) error,
+	commit func(context.Context, []*batchJob) ([]*batchJob, error)) {
+	defer func() {
+		// A panic must not leave the batch's other requests waiting
+		// forever: they go one by one. Whatever the batch committed
+		// before it, the one-by-one path finds stored and acknowledges.
+		if r := recover(); r != nil {
+			for _, j := range jobs {
+				j.handled, j.err = false, nil
+				close(j.done)
+			}
+			panic(r)
+		}
+	}()
+	if len(jobs) == 1 {
+		j := jobs[0]
+		j.handled, j.err = true, alone(j)
+		close(j.done)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(jobs[0].ctx), batchTimeout)
+	taken, err := commit(ctx, jobs)
+	cancel()
+	if err != nil {
+		taken = nil
+		s.metrics.CallbackBatch(kind, "rolled_back", len(jobs))
+		s.log.WithError(err).WithFields(map[string]any{"kind": kind, "callbacks": len(jobs)}).
+			Warn("callback batch rolled back; its callbacks go one by one")
+	} else {
+		s.metrics.CallbackBatch(kind, "committed", len(jobs))
+	}
+	for _, j := range taken {
+		j.handled = true
+	}
+	for _, j := range jobs {
+		close(j.done)
+	}
+}
+
+func (s *Service) payBatch(jobs []*batchJob) {
+	s.runBatch(KindPayState, jobs, func(j *batchJob) error { return s.payOne(j.ctx, j.in, j.out, j.pay, j.key) }, s.commitPays)
+}
+
+func (s *Service) noticeBatch(jobs []*batchJob) {
+	s.runBatch(KindApplyNotify, jobs, func(j *batchJob) error { return s.notifyOne(j.ctx, j.in, j.out, j.notice, j.key) }, s.commitNotices)
+}
+
+// lockBatch locks the orders of the jobs and keeps the jobs that plain
+// (plain(j, o) says so for j's own order o) and new: their dedup key neither
+// stored nor taken by an earlier job of the batch. It records their
+// callbacks, which it returns beside them.
+func (s *Service) lockBatch(tx model.Tx, jobs []*batchJob, orderNo func(*batchJob) string,
+	plain func(*batchJob, *model.Order) bool) ([]*batchJob, []*model.Callback, map[string]*model.Order, error) {
+	nos := make([]string, 0, len(jobs))
+	keys := make([]string, 0, len(jobs))
+	seen := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		if no := orderNo(j); !seen[no] {
+			seen[no] = true
+			nos = append(nos, no)
+		}
+		keys = append(keys, j.key)
+	}
+	orders, err := tx.LockOrders(nos)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stored, err := tx.TakenCallbackKeys(keys)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var take []*batchJob
+	inBatch := make(map[string]bool, len(jobs))
+	for _, j := range jobs {
+		o := orders[orderNo(j)]
+		if o == nil || o.OrgCode != j.out.inst.OrgCode || stored[j.key] || inBatch[j.key] || !plain(j, o) {
+			continue // the one-by-one path answers it
+		}
+		inBatch[j.key] = true
+		take = append(take, j)
+	}
+	if len(take) == 0 {
+		return nil, nil, orders, nil
+	}
+	cbs := make([]*model.Callback, len(take))
+	for i, j := range take {
+		j.out.orderNo = orderNo(j)
+		cbs[i] = s.callbackRow(j.in, j.out, wire.Response{Errcode: wire.CodeOK}, &j.key)
+	}
+	if err := tx.InsertCallbacks(cbs); err != nil {
+		return nil, nil, nil, err
+	}
+	return take, cbs, orders, nil
+}
+
+// commitPays takes the paystates that are new payments of known orders in
+// one transaction and returns them.
+func (s *Service) commitPays(ctx context.Context, jobs []*batchJob) ([]*batchJob, error) {
+	var take []*batchJob
+	err := s.store.InTx(ctx, func(tx model.Tx) error {
+		var cbs []*model.Callback
+		var orders map[string]*model.Order
+		var err error
+		take, cbs, orders, err = s.lockBatch(tx, jobs, func(j *batchJob) string { return j.pay.OrderNo },
+			func(*batchJob, *model.Order) bool { return true })
+		if err != nil || len(take) == 0 {
+			return err
+		}
+		pays := make([]*model.Payment, len(take))
+		events := make([]*model.Event, len(take))
+		sums := make(map[string]model.Amounts, len(take))
+		for i, j := range take {
+			o := orders[j.pay.OrderNo]
+			a, ok := sums[o.OrderNo]
+			if !ok {
+				a = model.Amounts{Paid: o.PaidAmount, Refunded: o.RefundedAmount}
+			}
+			pays[i], events[i] = payEffect(o, cbs[i], j.pay, j.key, &a)
+			sums[o.OrderNo] = a
+		}
+		if err := tx.InsertPayments(pays); err != nil {
+			return err
+		}
+		if err := tx.SetAmounts(sums); err != nil {
+			return err
+		}
+		return tx.AddEvents(events)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return take, nil
+}
+
+// commitNotices takes, in one transaction, the applynotify callbacks that
+// plainly move an order on: an issuance with its PDF (complete: nothing
+// missing) of an order in applying or processing, and a processing notice
+// of an order in processing, which changes nothing but is recorded. It
+// returns them.
+func (s *Service) commitNotices(ctx context.Context, jobs []*batchJob) ([]*batchJob, error) {
+	var take []*batchJob
+	err := s.store.InTx(ctx, func(tx model.Tx) error {
+		bhnos := make(map[string]bool, len(jobs))
+		fileBytes := 0
+		plain := func(j *batchJob, o *model.Order) bool {
+			n := j.notice
+			switch n.State {
+			case wire.NotifyProcessing:
+				return o.Status == model.StatusProcessing
+			case wire.NotifyIssued:
+				// Two orders of the batch given one bhno would fail the
+				// unique index; the second goes alone and gets 200002.
+				ok := (o.Status == model.StatusApplying || o.Status == model.StatusProcessing) &&
+					n.File != nil && len(n.File) <= batchFileBytes && fileBytes+len(n.File) <= batchFilesBytes &&
+					len(n.Missing) == 0 && !bhnos[n.GuaranteeNo]
+				if ok {
+					bhnos[n.GuaranteeNo] = true
+					fileBytes += len(n.File)
+				}
+				return ok
+			}
+			return false
+		}
+		var cbs []*model.Callback
+		var orders map[string]*model.Order
+		var err error
+		take, cbs, orders, err = s.lockBatch(tx, jobs, func(j *batchJob) string { return j.notice.OrderNo }, plain)
+		if err != nil || len(take) == 0 {
+			return err
+		}
+		now := s.now()
+		var files []*model.GuaranteeFile
+		var events []*model.Event
+		from := map[model.Status]map[string]model.Changes{}
+		for i, j := range take {
+			if j.notice.State != wire.NotifyIssued {
+				continue // processing, still: the callback row is all
+			}
+			o := orders[j.notice.OrderNo]
+			p := noticeProgress(j.notice, &cbs[i].ID)
+			files = append(files, fileRow(o.OrderNo, p.guaranteeNo, p.source, p.file))
+			if from[o.Status] == nil {
+				from[o.Status] = map[string]model.Changes{}
+			}
+			from[o.Status][o.OrderNo] = issuedChanges(p, now, true)
+			events = append(events, moveEvent(o, model.StatusIssued, p))
+		}
+		if len(files) == 0 {
+			return nil
+		}
+		if err := tx.InsertFiles(files); err != nil {
+			return err
+		}
+		for st, rows := range from {
+			moved, err := tx.MoveOrders([]model.Status{st}, model.StatusIssued, rows)
+			if err != nil {
+				return err
+			}
+			if moved != int64(len(rows)) {
+				return errMovedElsewhere
+			}
+		}
+		return tx.AddEvents(events)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return take, nil
+}
+
+// errMovedElsewhere: an order the batch locked did not take the update;
+// it cannot happen while the lock holds, and rolls the batch back if it
+// does.
+var errMovedElsewhere = errors.New("an order of the batch was not where it was locked")
