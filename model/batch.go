@@ -16,13 +16,18 @@ import (
 // decide nothing a unique index would not: a duplicate fails the statement,
 // and the caller rolls the batch back and takes its rows one by one.
 
+// lockedColumns are what a batch reads of the orders it locks.
+var lockedColumns = []string{"id", "order_no", "org_code", "status", "guarantee_no", "paid_amount", "refunded_amount"}
+
 // LockOrders returns the orders with those ordernos, by orderno, and holds
-// their rows until the transaction ends, like LockOrder. The rows are
-// locked in index order, so two batches over the same orders queue instead
-// of deadlocking. An orderno that does not exist is absent from the map.
+// their rows until the transaction ends, like LockOrder. Only the columns
+// a batch decides by are read: identity, institution, status, guarantee
+// number and amounts. The rows are locked in index order, so two batches
+// over the same orders queue instead of deadlocking. An orderno that does
+// not exist is absent from the map.
 func (t Tx) LockOrders(orderNos []string) (map[string]*Order, error) {
 	var rows []Order
-	err := t.db.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).
+	err := t.db.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Select(lockedColumns).
 		Where("order_no IN ?", orderNos).Order("order_no").Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("lock %d orders: %w", len(orderNos), err)
