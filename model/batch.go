@@ -52,20 +52,22 @@ func (t Tx) TakenCallbackKeys(keys []string) (map[string]bool, error) {
 	return out, nil
 }
 
-// InsertCallbacks records callbacks that all carry a dedup key, in one
-// statement, and sets their IDs. ErrDuplicate when a key was taken. The IDs
-// are read back by key rather than counted from the last insert ID: TiDB
-// and MySQL's interleaved auto-increment do not promise consecutive ones.
+// InsertCallbacks records callbacks in one statement and sets their IDs.
+// ErrDuplicate when a dedup key was taken. The IDs of the rows with a dedup
+// key are read back by key rather than counted from the last insert ID:
+// TiDB and MySQL's interleaved auto-increment do not promise consecutive
+// ones. Rows without a key (audit rows of refusals and repeats) keep ID 0:
+// nothing refers to them.
 func (t Tx) InsertCallbacks(cbs []*Callback) error {
-	keys := make([]string, len(cbs))
-	for i, c := range cbs {
-		if c.DedupKey == nil {
-			return fmt.Errorf("insert callbacks: callback %d has no dedup key", i)
-		}
+	keys := make([]string, 0, len(cbs))
+	at := now()
+	for _, c := range cbs {
 		if c.ReceivedAt.IsZero() {
-			c.ReceivedAt = now()
+			c.ReceivedAt = at
 		}
-		keys[i] = *c.DedupKey
+		if c.DedupKey != nil {
+			keys = append(keys, *c.DedupKey)
+		}
 	}
 	err := t.db.Create(cbs).Error
 	if isDuplicate(err) {
@@ -73,6 +75,12 @@ func (t Tx) InsertCallbacks(cbs []*Callback) error {
 	}
 	if err != nil {
 		return fmt.Errorf("insert %d callbacks: %w", len(cbs), err)
+	}
+	for _, c := range cbs {
+		c.ID = 0
+	}
+	if len(keys) == 0 {
+		return nil
 	}
 	var ids []struct {
 		ID       int64
@@ -86,6 +94,9 @@ func (t Tx) InsertCallbacks(cbs []*Callback) error {
 		byKey[r.DedupKey] = r.ID
 	}
 	for _, c := range cbs {
+		if c.DedupKey == nil {
+			continue
+		}
 		id, ok := byKey[*c.DedupKey]
 		if !ok {
 			return fmt.Errorf("callback %s: inserted but not found", *c.DedupKey)

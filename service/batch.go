@@ -23,11 +23,12 @@ import (
 //
 // The batch is only a shortcut, for the plain case: a new payment of a
 // known order; an issuance, with its PDF, of an order in applying or
-// processing, or a processing notice of an order in processing. Whatever
-// else arrives goes back to its request, which takes the one-by-one path
-// that decides every case: an unknown or another institution's order, a
-// dedup key already stored or twice in the batch, a notice that is late or
-// conflicts; and so does every callback of a batch that fails in any
+// processing, or a processing notice of an order in processing; and a
+// repeat (its dedup key stored, or taken earlier in the batch), audited as
+// a duplicate as the one-by-one path would. Whatever else arrives goes
+// back to its request, which takes the one-by-one path that decides every
+// case: an unknown or another institution's order, a notice that is late
+// or conflicts; and so does every callback of a batch that fails in any
 // statement (a duplicate the read missed, a deadlock, storage down). A
 // request is answered only after the transaction that holds its callback
 // committed, as on the one-by-one path.
@@ -183,12 +184,22 @@ func (s *Service) noticeBatch(jobs []*batchJob) {
 	s.runBatch(KindApplyNotify, jobs, func(j *batchJob) error { return s.notifyOne(j.ctx, j.in, j.out, j.notice, j.key) }, s.commitNotices)
 }
 
-// lockBatch locks the orders of the jobs and keeps the jobs that plain
-// (plain(j, o) says so for j's own order o) and new: their dedup key neither
-// stored nor taken by an earlier job of the batch. It records their
-// callbacks, which it returns beside them.
+// batchRows is what lockBatch found and recorded of a batch.
+type batchRows struct {
+	take    []*batchJob             // plain and new: their effects are the caller's
+	cbs     []*model.Callback       // their callback rows, in order, with IDs
+	orders  map[string]*model.Order // the locked orders
+	repeats []*batchJob             // repeats of an accepted callback: audited, nothing else
+}
+
+// lockBatch locks the orders of the jobs, then records the callbacks of
+// the jobs that are plain (plain(j, o) says so for j's own order o) and
+// new: their dedup key neither stored nor taken by an earlier job of the
+// batch. A repeat of a stored or batched callback, of its sender's own
+// order, it records as a duplicate, as the one-by-one path would. The
+// rest it leaves to that path.
 func (s *Service) lockBatch(tx model.Tx, jobs []*batchJob, orderNo func(*batchJob) string,
-	plain func(*batchJob, *model.Order) bool) ([]*batchJob, []*model.Callback, map[string]*model.Order, error) {
+	plain func(*batchJob, *model.Order) bool) (batchRows, error) {
 	nos := make([]string, 0, len(jobs))
 	keys := make([]string, 0, len(jobs))
 	seen := make(map[string]bool, len(jobs))
@@ -199,61 +210,79 @@ func (s *Service) lockBatch(tx model.Tx, jobs []*batchJob, orderNo func(*batchJo
 		}
 		keys = append(keys, j.key)
 	}
-	orders, err := tx.LockOrders(nos)
-	if err != nil {
-		return nil, nil, nil, err
+	var r batchRows
+	var err error
+	if r.orders, err = tx.LockOrders(nos); err != nil {
+		return r, err
 	}
 	stored, err := tx.TakenCallbackKeys(keys)
 	if err != nil {
-		return nil, nil, nil, err
+		return r, err
 	}
-	var take []*batchJob
 	inBatch := make(map[string]bool, len(jobs))
 	for _, j := range jobs {
-		o := orders[orderNo(j)]
-		if o == nil || o.OrgCode != j.out.inst.OrgCode || stored[j.key] || inBatch[j.key] || !plain(j, o) {
-			continue // the one-by-one path answers it
+		o := r.orders[orderNo(j)]
+		switch {
+		case o == nil || o.OrgCode != j.out.inst.OrgCode:
+			// the one-by-one path answers 200001
+		case stored[j.key] || inBatch[j.key]:
+			r.repeats = append(r.repeats, j)
+		case plain(j, o):
+			inBatch[j.key] = true
+			r.take = append(r.take, j)
 		}
-		inBatch[j.key] = true
-		take = append(take, j)
 	}
-	if len(take) == 0 {
-		return nil, nil, orders, nil
-	}
-	cbs := make([]*model.Callback, len(take))
-	for i, j := range take {
+	rows := make([]*model.Callback, 0, len(r.take)+len(r.repeats))
+	for _, j := range r.take {
 		j.out.orderNo = orderNo(j)
-		cbs[i] = s.callbackRow(j.in, j.out, wire.Response{Errcode: wire.CodeOK}, &j.key)
+		rows = append(rows, s.callbackRow(j.in, j.out, wire.Response{Errcode: wire.CodeOK}, &j.key))
 	}
-	if err := tx.InsertCallbacks(cbs); err != nil {
-		return nil, nil, nil, err
+	for _, j := range r.repeats {
+		// The job's outcome says duplicate only once the batch commits
+		// (settle): rolled back, it goes one by one as it came.
+		dup := *j.out
+		dup.orderNo, dup.result = orderNo(j), model.OutcomeDuplicate
+		rows = append(rows, s.callbackRow(j.in, &dup, wire.Response{Errcode: wire.CodeOK}, nil))
 	}
-	return take, cbs, orders, nil
+	if len(rows) > 0 {
+		if err := tx.InsertCallbacks(rows); err != nil {
+			return r, err
+		}
+	}
+	r.cbs = rows[:len(r.take)]
+	return r, nil
 }
 
-// commitPays takes the paystates that are new payments of known orders in
-// one transaction and returns them.
+// settle returns the jobs a committed batch handled, and marks its repeats
+// as duplicates.
+func (r batchRows) settle() []*batchJob {
+	for _, j := range r.repeats {
+		j.out.result = model.OutcomeDuplicate
+	}
+	return append(r.take, r.repeats...)
+}
+
+// commitPays takes the paystates that are new payments of known orders,
+// and repeats, in one transaction, and returns them.
 func (s *Service) commitPays(ctx context.Context, jobs []*batchJob) ([]*batchJob, error) {
-	var take []*batchJob
+	var r batchRows
 	err := s.store.InTx(ctx, func(tx model.Tx) error {
-		var cbs []*model.Callback
-		var orders map[string]*model.Order
 		var err error
-		take, cbs, orders, err = s.lockBatch(tx, jobs, func(j *batchJob) string { return j.pay.OrderNo },
+		r, err = s.lockBatch(tx, jobs, func(j *batchJob) string { return j.pay.OrderNo },
 			func(*batchJob, *model.Order) bool { return true })
-		if err != nil || len(take) == 0 {
+		if err != nil || len(r.take) == 0 {
 			return err
 		}
-		pays := make([]*model.Payment, len(take))
-		events := make([]*model.Event, len(take))
-		sums := make(map[string]model.Amounts, len(take))
-		for i, j := range take {
-			o := orders[j.pay.OrderNo]
+		pays := make([]*model.Payment, len(r.take))
+		events := make([]*model.Event, len(r.take))
+		sums := make(map[string]model.Amounts, len(r.take))
+		for i, j := range r.take {
+			o := r.orders[j.pay.OrderNo]
 			a, ok := sums[o.OrderNo]
 			if !ok {
 				a = model.Amounts{Paid: o.PaidAmount, Refunded: o.RefundedAmount}
 			}
-			pays[i], events[i] = payEffect(o, cbs[i], j.pay, j.key, &a)
+			pays[i], events[i] = payEffect(o, r.cbs[i], j.pay, j.key, &a)
 			sums[o.OrderNo] = a
 		}
 		if err := tx.InsertPayments(pays); err != nil {
@@ -267,16 +296,16 @@ func (s *Service) commitPays(ctx context.Context, jobs []*batchJob) ([]*batchJob
 	if err != nil {
 		return nil, err
 	}
-	return take, nil
+	return r.settle(), nil
 }
 
 // commitNotices takes, in one transaction, the applynotify callbacks that
 // plainly move an order on: an issuance with its PDF (complete: nothing
 // missing) of an order in applying or processing, and a processing notice
-// of an order in processing, which changes nothing but is recorded. It
-// returns them.
+// of an order in processing, which changes nothing but is recorded; and
+// repeats. It returns them.
 func (s *Service) commitNotices(ctx context.Context, jobs []*batchJob) ([]*batchJob, error) {
-	var take []*batchJob
+	var r batchRows
 	err := s.store.InTx(ctx, func(tx model.Tx) error {
 		bhnos := make(map[string]bool, len(jobs))
 		fileBytes := 0
@@ -299,23 +328,21 @@ func (s *Service) commitNotices(ctx context.Context, jobs []*batchJob) ([]*batch
 			}
 			return false
 		}
-		var cbs []*model.Callback
-		var orders map[string]*model.Order
 		var err error
-		take, cbs, orders, err = s.lockBatch(tx, jobs, func(j *batchJob) string { return j.notice.OrderNo }, plain)
-		if err != nil || len(take) == 0 {
+		r, err = s.lockBatch(tx, jobs, func(j *batchJob) string { return j.notice.OrderNo }, plain)
+		if err != nil || len(r.take) == 0 {
 			return err
 		}
 		now := s.now()
 		var files []*model.GuaranteeFile
 		var events []*model.Event
 		from := map[model.Status]map[string]model.Changes{}
-		for i, j := range take {
+		for i, j := range r.take {
 			if j.notice.State != wire.NotifyIssued {
 				continue // processing, still: the callback row is all
 			}
-			o := orders[j.notice.OrderNo]
-			p := noticeProgress(j.notice, &cbs[i].ID)
+			o := r.orders[j.notice.OrderNo]
+			p := noticeProgress(j.notice, &r.cbs[i].ID)
 			files = append(files, fileRow(o.OrderNo, p.guaranteeNo, p.source, p.file))
 			if from[o.Status] == nil {
 				from[o.Status] = map[string]model.Changes{}
@@ -343,7 +370,7 @@ func (s *Service) commitNotices(ctx context.Context, jobs []*batchJob) ([]*batch
 	if err != nil {
 		return nil, err
 	}
-	return take, nil
+	return r.settle(), nil
 }
 
 // errMovedElsewhere: an order the batch locked did not take the update;

@@ -184,10 +184,10 @@ func (f *batchFixture) order(t *testing.T, no string) *model.Order {
 
 // TestPayBatchCommit: one batch commits the plain new payments together,
 // with each callback, payment and event tied as on the one-by-one path and
-// the amounts summed across the batch; it hands back the callbacks that
-// path must answer (a repeat of a stored callback, a repeat within the
-// batch, an unknown order, another institution's order), which then get
-// the answers they would get alone.
+// the amounts summed across the batch; it records repeats (of a stored
+// callback, and within the batch) as duplicates, changing nothing else;
+// and it hands back an unknown order and another institution's order,
+// which then get the answers they would get alone.
 func TestPayBatchCommit(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
 		f := newBatchFixture(t, store)
@@ -208,7 +208,7 @@ func TestPayBatchCommit(t *testing.T) {
 			f.job(f.bankA, f.b1, wire.PayKindPay, "2.00", t0),                       // BANKB's order
 			f.job(f.bankB, f.b1, wire.PayKindPay, "3.00", t0.Add(4*time.Second)),    // new, BANKB's own
 		}
-		wantTaken := []bool{true, true, true, false, false, false, false, true}
+		wantTaken := []bool{true, true, true, true, true, false, false, true}
 		f.svc.payBatch(jobs)
 		for i, j := range jobs {
 			select {
@@ -221,9 +221,15 @@ func TestPayBatchCommit(t *testing.T) {
 			}
 		}
 		after := f.counts(t)
-		for _, table := range []string{"payments", "callbacks", "events"} {
-			if d := after[table] - before[table]; d != 4 {
-				t.Errorf("%s: %d new rows, want 4", table, d)
+		for table, want := range map[string]int64{"payments": 4, "callbacks": 6, "events": 4} {
+			if d := after[table] - before[table]; d != want {
+				t.Errorf("%s: %d new rows, want %d", table, d, want)
+			}
+		}
+		for i, want := range []string{model.OutcomeAccepted, model.OutcomeAccepted, model.OutcomeAccepted,
+			model.OutcomeDuplicate, model.OutcomeDuplicate} {
+			if got := jobs[i].out.result; got != want {
+				t.Errorf("job %d: outcome %s, want %s", i, got, want)
 			}
 		}
 		decimalIs(t, "a1 paid", f.order(t, f.a1).PaidAmount, "115.50")
@@ -271,18 +277,11 @@ func TestPayBatchCommit(t *testing.T) {
 		}
 
 		// What was handed back gets the one-by-one answers.
-		wantAlone := map[int]string{3: model.OutcomeDuplicate, 4: model.OutcomeDuplicate, 5: wire.CodeUnknown, 6: wire.CodeUnknown}
-		for i, want := range wantAlone {
+		for _, i := range []int{5, 6} {
 			j := jobs[i]
 			err := f.svc.payOne(j.ctx, j.in, j.out, j.pay, j.key)
-			var ce *callbackErr
-			switch {
-			case want == model.OutcomeDuplicate:
-				if err != nil || j.out.result != model.OutcomeDuplicate {
-					t.Errorf("job %d alone: %v, outcome %s, want a duplicate", i, err, j.out.result)
-				}
-			case !errors.As(err, &ce) || ce.code != want:
-				t.Errorf("job %d alone: %v, want %s", i, err, want)
+			if ce := (*callbackErr)(nil); !errors.As(err, &ce) || ce.code != wire.CodeUnknown {
+				t.Errorf("job %d alone: %v, want %s", i, err, wire.CodeUnknown)
 			}
 		}
 		decimalIs(t, "a1 paid after the repeats", f.order(t, f.a1).PaidAmount, "115.50")
@@ -292,7 +291,8 @@ func TestPayBatchCommit(t *testing.T) {
 
 // TestPayBatchRollsBack: when a statement of the batch fails, here a
 // payment whose dedup key the read of callbacks could not see, nothing of
-// the batch is written and every callback goes back to its request.
+// the batch is written and every callback goes back to its request as it
+// came: a repeat the batch had recorded is not called a duplicate.
 func TestPayBatchRollsBack(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
 		f := newBatchFixture(t, store)
@@ -301,6 +301,7 @@ func TestPayBatchRollsBack(t *testing.T) {
 			f.job(f.bankA, f.a1, wire.PayKindPay, "10.00", t0),
 			f.job(f.bankA, f.a2, wire.PayKindPay, "20.00", t0),
 			f.job(f.bankA, f.a1, wire.PayKindPay, "30.00", t0.Add(time.Second)),
+			f.job(f.bankA, f.a1, wire.PayKindPay, "10.00", t0), // the first again
 		}
 		// A payment row under the second job's key, without its callback.
 		err := store.With(context.Background()).InsertPayment(&model.Payment{DedupKey: jobs[1].key, OrderNo: f.a2, OrgCode: "BANKA",
@@ -311,24 +312,28 @@ func TestPayBatchRollsBack(t *testing.T) {
 		before := f.counts(t)
 		f.svc.payBatch(jobs)
 		for i, j := range jobs {
-			if j.handled || j.err != nil {
-				t.Errorf("job %d: handled %v err %v, want handed back", i, j.handled, j.err)
+			if j.handled || j.err != nil || j.out.result != model.OutcomeAccepted {
+				t.Errorf("job %d: handled %v err %v outcome %s, want handed back as it came", i, j.handled, j.err, j.out.result)
 			}
 		}
 		if after := f.counts(t); fmt.Sprint(after) != fmt.Sprint(before) {
 			t.Errorf("rows before %v, after the rolled-back batch %v", before, after)
 		}
 		decimalIs(t, "a1 paid", f.order(t, f.a1).PaidAmount, "0")
-		// Alone, the first and third are taken; the second meets the index.
+		// Alone, the first and third are taken; the second meets the
+		// index; the fourth repeats the first.
 		for i, j := range jobs {
 			err := f.svc.payOne(j.ctx, j.in, j.out, j.pay, j.key)
 			var ce *callbackErr
-			if i == 1 {
+			switch {
+			case i == 1:
 				if !errors.As(err, &ce) || ce.code != wire.CodeConflict {
 					t.Errorf("job 1 alone: %v, want %s", err, wire.CodeConflict)
 				}
-			} else if err != nil {
+			case err != nil:
 				t.Errorf("job %d alone: %v", i, err)
+			case i == 3 && j.out.result != model.OutcomeDuplicate:
+				t.Errorf("job 3 alone: outcome %s, want a duplicate", j.out.result)
 			}
 		}
 		decimalIs(t, "a1 paid", f.order(t, f.a1).PaidAmount, "40.00")
@@ -396,11 +401,12 @@ func (f *batchFixture) trail(t *testing.T, no string) string {
 }
 
 // TestNoticeBatchCommit: a batch of applynotify callbacks leaves exactly
-// what the one-by-one path leaves for the plain ones (issued from
-// processing and from applying with the PDF, processing again), and hands
-// back the rest, which then get the one-by-one answers: a bhno given to two
-// orders (200002), a late notice, a repeat, another institution's order,
-// an issuance without its PDF.
+// what the one-by-one path leaves, callback for callback: it takes the
+// plain ones (issued from processing and from applying with the PDF,
+// processing again) and records a repeat as a duplicate; it hands back the
+// rest, which then get the one-by-one answers: a bhno given to two orders
+// (200002), a late notice, another institution's order (200001), an
+// issuance without its PDF (accepted, marked for the pull).
 func TestNoticeBatchCommit(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
 		batched := newBatchFixture(t, store)
@@ -417,52 +423,47 @@ func TestNoticeBatchCommit(t *testing.T) {
 				f.notice(f.bankB, f.b1, wire.NotifyIssued, "BH-B1", true),  // no PDF: marked for the pull
 			}
 		}
-		wantTaken := []bool{true, true, true, false, false, false, false, false}
+		answers := []string{model.OutcomeAccepted, model.OutcomeAccepted, model.OutcomeAccepted, wire.CodeConflict,
+			model.OutcomeLate, model.OutcomeDuplicate, wire.CodeUnknown, model.OutcomeAccepted}
+		wantTaken := []bool{true, true, true, false, false, true, false, false}
+		check := func(how string, i int, j *batchJob, err error) {
+			t.Helper()
+			switch w := answers[i]; w {
+			case model.OutcomeAccepted, model.OutcomeLate, model.OutcomeDuplicate:
+				if err != nil || j.out.result != w {
+					t.Errorf("job %d %s: %v, outcome %s, want %s", i, how, err, j.out.result, w)
+				}
+			default:
+				if ce := (*callbackErr)(nil); !errors.As(err, &ce) || ce.code != w {
+					t.Errorf("job %d %s: %v, want %s", i, how, err, w)
+				}
+			}
+		}
+
 		before := batched.counts(t)
 		bj := jobs(batched)
 		batched.svc.noticeBatch(bj)
 		for i, j := range bj {
-			if j.handled != wantTaken[i] || j.err != nil {
-				t.Errorf("job %d: handled %v err %v, want handled %v", i, j.handled, j.err, wantTaken[i])
+			if j.handled != wantTaken[i] {
+				t.Errorf("job %d: handled %v, want %v", i, j.handled, wantTaken[i])
+			}
+			if j.handled {
+				check("in the batch", i, j, j.err)
 			}
 		}
 		after := batched.counts(t)
-		if after["callbacks"]-before["callbacks"] != 3 || after["files"]-before["files"] != 2 || after["events"]-before["events"] != 2 {
-			t.Errorf("rows before %v, after %v: want 3 callbacks, 2 files, 2 events more", before, after)
+		if after["callbacks"]-before["callbacks"] != 4 || after["files"]-before["files"] != 2 || after["events"]-before["events"] != 2 {
+			t.Errorf("rows before %v, after %v: want 4 callbacks, 2 files, 2 events more", before, after)
 		}
-
-		// What was handed back gets the one-by-one answers, in both
-		// fixtures; then every order's trail must be the same in both.
-		want := map[int]string{3: wire.CodeConflict, 4: model.OutcomeLate, 5: model.OutcomeDuplicate, 6: wire.CodeUnknown, 7: model.OutcomeAccepted}
-		aj := jobs(alone)
-		for i, j := range aj {
-			if !wantTaken[i] {
-				continue
-			}
-			if err := alone.svc.notifyOne(j.ctx, j.in, j.out, j.notice, j.key); err != nil {
-				t.Fatalf("job %d alone: %v", i, err)
+		// What was handed back goes one by one; in the other fixture,
+		// every callback does, in the same order.
+		for i, j := range bj {
+			if !j.handled {
+				check("handed back", i, j, batched.svc.notifyOne(j.ctx, j.in, j.out, j.notice, j.key))
 			}
 		}
-		for _, f := range []*batchFixture{batched, alone} {
-			js := bj
-			if f == alone {
-				js = aj
-			}
-			for i, w := range want {
-				j := js[i]
-				err := f.svc.notifyOne(j.ctx, j.in, j.out, j.notice, j.key)
-				var ce *callbackErr
-				switch w {
-				case model.OutcomeLate, model.OutcomeDuplicate, model.OutcomeAccepted:
-					if err != nil || j.out.result != w {
-						t.Errorf("job %d alone: %v, outcome %s, want %s", i, err, j.out.result, w)
-					}
-				default:
-					if !errors.As(err, &ce) || ce.code != w {
-						t.Errorf("job %d alone: %v, want %s", i, err, w)
-					}
-				}
-			}
+		for i, j := range jobs(alone) {
+			check("one by one", i, j, alone.svc.notifyOne(j.ctx, j.in, j.out, j.notice, j.key))
 		}
 		for _, no := range []string{batched.a1, batched.a2, batched.a3, batched.a4, batched.b1} {
 			if b, a := batched.trail(t, no), alone.trail(t, no); b != a {
@@ -470,8 +471,9 @@ func TestNoticeBatchCommit(t *testing.T) {
 			}
 		}
 		if tr := batched.trail(t, batched.a1); !strings.Contains(tr, "order PB-A1 issued bhno=BH-A1") ||
-			!strings.Contains(tr, "event status applynotify processing>issued") || !strings.Contains(tr, "pending=false") {
-			t.Errorf("a1 after its issuance:\n%s", tr)
+			!strings.Contains(tr, "event status applynotify processing>issued") || !strings.Contains(tr, "pending=false") ||
+			!strings.Contains(tr, "callback applynotify duplicate") {
+			t.Errorf("a1 after its issuance and the repeat:\n%s", tr)
 		}
 	})
 }
