@@ -39,7 +39,8 @@ func TestKillUnderLoad(t *testing.T) {
 		repeatP  = 0.15
 		loadFor  = 20 * time.Second
 		kills    = 5
-		workers  = 8
+		workers  = 32
+		burst    = 24               // sends dispatched at once: callbacks in flight together, batched together
 		sendWait = 30 * time.Second // how long a sender keeps dialling a gateway that is down
 	)
 	orders := seedOrders(t, store, faultInst.OrgCode, "KILL", nOrders)
@@ -80,7 +81,9 @@ func TestKillUnderLoad(t *testing.T) {
 	}
 	rng.Shuffle(len(sends), func(i, j int) { sends[i], sends[j] = sends[j], sends[i] })
 
-	// The load: sends spread evenly over loadFor, by a pool of workers.
+	// The load: bursts of sends spread evenly over loadFor, taken by a pool
+	// of workers, so that many callbacks are in flight at once and the
+	// gateway commits them in batches.
 	ctx := context.Background()
 	var inFlight atomic.Int64
 	var refusedDials atomic.Int64
@@ -112,9 +115,9 @@ func TestKillUnderLoad(t *testing.T) {
 		for k := range kills {
 			at := time.Duration(k)*slot + slot/10 + time.Duration(rng.Int64N(int64(slot*6/10)))
 			time.Sleep(time.Until(loadStart.Add(at)))
-			// Kill while callbacks are being taken, which is the point;
-			// the load is light enough that a moment may find none.
-			waitFor(time.Second, func() bool { return inFlight.Load() >= 2 })
+			// Kill while callbacks are being taken (a burst is in), which
+			// is the point; a moment between bursts would find none.
+			waitFor(time.Second, func() bool { return inFlight.Load() >= burst/3 })
 			rec := killRecord{at: time.Since(loadStart).Round(time.Millisecond), inFlight: inFlight.Load()}
 			g.kill()
 			rec.restart, rec.err = g.start()
@@ -124,9 +127,11 @@ func TestKillUnderLoad(t *testing.T) {
 			}
 		}
 	}()
-	interval := loadFor / time.Duration(len(sends))
+	interval := loadFor / time.Duration((len(sends)+burst-1)/burst)
 	for i, c := range sends {
-		time.Sleep(time.Until(loadStart.Add(time.Duration(i) * interval)))
+		if i%burst == 0 {
+			time.Sleep(time.Until(loadStart.Add(time.Duration(i/burst) * interval)))
+		}
 		jobs <- c
 	}
 	close(jobs)
