@@ -107,7 +107,7 @@ func settings(cfg *config.Config) service.Settings {
 	j := cfg.Jobs
 	return service.Settings{Owner: owner(), PollBackoff: j.PollBackoff, RedeliveryBackoff: j.RedeliveryBackoff,
 		ApplyBackoff: j.ApplyBackoff, MaxApplyAttempts: j.MaxApplyAttempts, StaleAfterOpening: j.StaleAfterOpening,
-		BatchSize: j.BatchSize, Concurrency: j.Concurrency, Lease: j.Lease}
+		BatchSize: j.BatchSize, Concurrency: j.Concurrency, Lease: j.Lease, CallbackBatch: cfg.Server.CallbackBatch}
 }
 
 func schedules(j config.Jobs) service.Schedules {

@@ -31,6 +31,9 @@ type Server struct {
 	// Body limits of the callbacks: applynotify carries a PDF.
 	NotifyBodyLimit   int64 `yaml:"notify_body_limit"`   // default 30 MiB
 	CallbackBodyLimit int64 `yaml:"callback_body_limit"` // default 64 KiB
+	// CallbackBatch: at most this many concurrent callbacks of a kind share
+	// one transaction (group commit); 1 takes each in its own.
+	CallbackBatch int `yaml:"callback_batch"` // default 64
 }
 
 // TLS serves HTTPS directly when set.

@@ -26,6 +26,7 @@ server:
   shutdown_grace: 20s
   notify_body_limit: 1048576
   callback_body_limit: 4096
+  callback_batch: 16
 database:
   driver: mysql
   dsn: "gw:${DB_PASSWORD}@tcp(db.internal:3306)/gateway?parseTime=true&loc=UTC&charset=utf8mb4"
@@ -111,7 +112,7 @@ func TestLoadFull(t *testing.T) {
 		Server: Server{
 			Addr: "0.0.0.0:9443", PublicBaseURL: "https://gw.example.com/base",
 			TLS:           &TLS{CertFile: "/etc/gw/tls.crt", KeyFile: "/etc/gw/tls.key"},
-			ShutdownGrace: 20 * time.Second, NotifyBodyLimit: 1 << 20, CallbackBodyLimit: 4096,
+			ShutdownGrace: 20 * time.Second, NotifyBodyLimit: 1 << 20, CallbackBodyLimit: 4096, CallbackBatch: 16,
 		},
 		Database: Database{
 			Driver:       "mysql",
@@ -168,6 +169,7 @@ func TestDefaults(t *testing.T) {
 		{"server.shutdown_grace", c.Server.ShutdownGrace, 15 * time.Second},
 		{"server.notify_body_limit", c.Server.NotifyBodyLimit, int64(30 << 20)},
 		{"server.callback_body_limit", c.Server.CallbackBodyLimit, int64(64 << 10)},
+		{"server.callback_batch", c.Server.CallbackBatch, 64},
 		{"database.driver", c.Database.Driver, "sqlite"},
 		{"database.dsn", c.Database.DSN, "data/gateway.db"},
 		{"database.max_open_conns", c.Database.MaxOpenConns, 32},
@@ -567,6 +569,10 @@ func TestValidate(t *testing.T) {
 			[]string{"server.tls.cert_file: empty"}},
 		{"body limit", func(c *Config) { c.Server.NotifyBodyLimit = 0 },
 			[]string{"server.notify_body_limit: must be positive"}},
+		{"callback batch zero", func(c *Config) { c.Server.CallbackBatch = 0 },
+			[]string{"server.callback_batch: must be 1 (each callback in its own transaction) to 1000, got 0"}},
+		{"callback batch too big", func(c *Config) { c.Server.CallbackBatch = 5000 },
+			[]string{"server.callback_batch: must be 1 (each callback in its own transaction) to 1000, got 5000"}},
 		{"schedule", func(c *Config) { c.Jobs.PollPending = "every 5s" },
 			[]string{`jobs.poll_pending: unparseable schedule "every 5s"`}},
 		{"schedule six fields", func(c *Config) { c.Jobs.Reconcile = "0 0 2 * * *" },

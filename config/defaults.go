@@ -13,6 +13,8 @@ const (
 	DefaultShutdownGrace     = 15 * time.Second
 	DefaultNotifyBodyLimit   = 30 << 20 // 30 MiB: applynotify carries the letter's PDF
 	DefaultCallbackBodyLimit = 64 << 10 // 64 KiB
+	DefaultCallbackBatch     = 64       // callbacks per group-committed transaction
+	MaxCallbackBatch         = 1000
 	DefaultDriver            = "sqlite"
 	DefaultSQLiteDSN         = "data/gateway.db"
 	DefaultSimAddr           = "127.0.0.1:8090"
@@ -53,6 +55,7 @@ func (c *Config) applyDefaults(set map[string]bool) {
 	dflt(set, "server.shutdown_grace", &s.ShutdownGrace, DefaultShutdownGrace)
 	dflt(set, "server.notify_body_limit", &s.NotifyBodyLimit, DefaultNotifyBodyLimit)
 	dflt(set, "server.callback_body_limit", &s.CallbackBodyLimit, DefaultCallbackBodyLimit)
+	dflt(set, "server.callback_batch", &s.CallbackBatch, DefaultCallbackBatch)
 
 	db := &c.Database
 	dflt(set, "database.driver", &db.Driver, DefaultDriver)

@@ -98,6 +98,9 @@ func (c *Config) validateServer(v *validator) {
 	if s.CallbackBodyLimit <= 0 {
 		v.add("server.callback_body_limit", "", "must be positive, got %d", s.CallbackBodyLimit)
 	}
+	if s.CallbackBatch < 1 || s.CallbackBatch > MaxCallbackBatch {
+		v.add("server.callback_batch", "", "must be 1 (each callback in its own transaction) to %d, got %d", MaxCallbackBatch, s.CallbackBatch)
+	}
 }
 
 func (c *Config) validateDatabase(v *validator) {

@@ -35,16 +35,16 @@ import (
 //
 // No goroutine runs in the background. A request queues its job and, when
 // fewer than batchLeaders batches of its kind are running, leads: it takes
-// up to batchMax queued jobs, commits them, and goes on until its own job
+// up to Settings.CallbackBatch queued jobs, commits them, and goes on until its own job
 // is done. A batch of one job the leader takes by the one-by-one path;
 // while it does, the requests that arrive queue up and become the next
 // batch. Two leaders measured best on two cores: more make smaller
 // batches, one leaves the database idle between them.
 
 const (
-	batchMax     = 64
-	batchLeaders = 2
-	batchTimeout = 10 * time.Second
+	defaultCallbackBatch = 64
+	batchLeaders         = 2
+	batchTimeout         = 10 * time.Second
 	// A notice whose PDF is over batchFileBytes, or would take the batch's
 	// PDFs over batchFilesBytes, goes alone: the batch's one statement of
 	// files stays far below max_allowed_packet (16 MiB by default on
@@ -88,8 +88,11 @@ func newBatcher(leaders, max int, run func([]*batchJob)) *batcher {
 // do queues the job and waits until a batch handled it (true, with its
 // answer) or handed it back (false). It does not give up when the request
 // ends: the job may be in a transaction that is committing, and its answer
-// must say so.
+// must say so. A nil batcher (group commit off) hands every job back.
 func (b *batcher) do(j *batchJob) (bool, error) {
+	if b == nil {
+		return false, nil
+	}
 	j.done = make(chan struct{})
 	b.mu.Lock()
 	b.queue = append(b.queue, j)

@@ -493,7 +493,7 @@ func TestBatcherSurvivesPanic(t *testing.T) {
 	s.log.(*logrus.Logger).SetOutput(io.Discard)
 	release := make(chan struct{})
 	var calls atomic.Int64
-	b := newBatcher(1, batchMax, func(jobs []*batchJob) {
+	b := newBatcher(1, defaultCallbackBatch, func(jobs []*batchJob) {
 		s.runBatch("test", jobs, func(*batchJob) error {
 			if calls.Add(1) == 1 {
 				<-release // hold the only slot while the others queue
@@ -552,4 +552,61 @@ func TestBatcherSurvivesPanic(t *testing.T) {
 	if handled, _ := b.do(&batchJob{ctx: context.Background(), key: "after"}); !handled {
 		t.Error("a job after the panic was not handled")
 	}
+}
+
+// batchCounter counts the group commits a service reports.
+type batchCounter struct {
+	nopMetrics
+	mu      sync.Mutex
+	batches map[string]int
+}
+
+func (c *batchCounter) CallbackBatch(kind, result string, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.batches[kind+"/"+result]++
+}
+
+// TestCallbackBatchSetting: server.callback_batch 1 takes every callback
+// in its own transaction; the default groups a burst. Either way a burst of
+// distinct payments of one order all count.
+func TestCallbackBatchSetting(t *testing.T) {
+	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
+		for _, size := range []int{1, 0} {
+			t.Run(fmt.Sprintf("callback_batch=%d", size), func(t *testing.T) {
+				f := newBatchFixture(t, modeltest.Open(t, store.Driver(), os.Getenv))
+				counter := &batchCounter{batches: map[string]int{}}
+				f.svc = New(f.store, f.svc.insts, Settings{CallbackBatch: size}, f.svc.log, counter)
+				const n = 40
+				t0 := time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)
+				var wg sync.WaitGroup
+				gate := make(chan struct{})
+				errs := make(chan error, n)
+				for i := range n {
+					j := f.job(f.bankA, f.a1, wire.PayKindPay, "1.25", t0.Add(time.Duration(i)*time.Second))
+					wg.Go(func() {
+						<-gate
+						errs <- f.svc.payState(j.ctx, j.in, j.out, j.pay)
+					})
+				}
+				close(gate)
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				decimalIs(t, "paid", f.order(t, f.a1).PaidAmount, "50.00")
+				counter.mu.Lock()
+				defer counter.mu.Unlock()
+				if size == 1 && len(counter.batches) != 0 {
+					t.Errorf("group commit off, yet batches %v", counter.batches)
+				}
+				if size == 0 && counter.batches["paystate/committed"] == 0 {
+					t.Errorf("%d paystates at once made no batch: %v", n, counter.batches)
+				}
+			})
+		}
+	})
 }

@@ -144,6 +144,9 @@ type Settings struct {
 	// RawAuditLimit: a callback body larger than this is kept as its sha256
 	// and size only (the PDF itself lives once, in guarantee_files).
 	RawAuditLimit int64
+	// CallbackBatch: at most this many concurrent callbacks of a kind in
+	// one transaction (batch.go); 1 takes each in its own, 0 means 64.
+	CallbackBatch int
 }
 
 // Service is the gateway's lifecycle.
@@ -154,7 +157,7 @@ type Service struct {
 	metrics Metrics
 	set     Settings
 	now     func() time.Time
-	pays    *batcher // group commit of paystates (batch.go)
+	pays    *batcher // group commit of paystates (batch.go); nil: one by one
 	notices *batcher // and of applynotify callbacks
 }
 
@@ -166,10 +169,15 @@ func New(store *model.Store, insts *Registry, set Settings, log logrus.FieldLogg
 	if set.RawAuditLimit == 0 {
 		set.RawAuditLimit = 1 << 20
 	}
+	if set.CallbackBatch == 0 {
+		set.CallbackBatch = defaultCallbackBatch
+	}
 	s := &Service{store: store, insts: insts, log: log, metrics: metrics, set: set,
 		now: func() time.Time { return time.Now().UTC() }}
-	s.pays = newBatcher(batchLeaders, batchMax, s.payBatch)
-	s.notices = newBatcher(batchLeaders, batchMax, s.noticeBatch)
+	if set.CallbackBatch > 1 {
+		s.pays = newBatcher(batchLeaders, set.CallbackBatch, s.payBatch)
+		s.notices = newBatcher(batchLeaders, set.CallbackBatch, s.noticeBatch)
+	}
 	return s
 }
 
