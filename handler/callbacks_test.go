@@ -671,21 +671,7 @@ func TestPayStateConcurrent(t *testing.T) {
 			for i := range bodies {
 				bodies[i] = envelope(t, f.Cipher(orgECB), params(i))
 			}
-			var wg sync.WaitGroup
-			gate := make(chan struct{})
-			answers := make([]string, n)
-			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-gate
-					status, r := postNoFatal(f.URL, "paystate", f.specs[orgECB].AppKey, bodies[i])
-					answers[i] = fmt.Sprintf("%d/%d/%s", status, r.Stat, r.Errcode)
-				}()
-			}
-			close(gate)
-			wg.Wait()
-			for i, a := range answers {
+			for i, a := range postAtOnce(f.URL, "paystate", f.specs[orgECB].AppKey, bodies) {
 				if a != "200/1/000000" {
 					t.Errorf("callback %d answered %s", i, a)
 				}
@@ -721,6 +707,24 @@ func TestPayStateConcurrent(t *testing.T) {
 			decimalEq(t, "paid_amount", mustOrder(t, f.Gateway, orderNo).PaidAmount, "210.20")
 		})
 	})
+}
+
+// postAtOnce posts every body at the same moment, each from its own
+// goroutine, and returns the answers as "HTTP status/stat/errcode".
+func postAtOnce(base, kind, appKey string, bodies [][]byte) []string {
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	answers := make([]string, len(bodies))
+	for i, body := range bodies {
+		wg.Go(func() {
+			<-gate
+			status, r := postNoFatal(base, kind, appKey, body)
+			answers[i] = fmt.Sprintf("%d/%d/%s", status, r.Stat, r.Errcode)
+		})
+	}
+	close(gate)
+	wg.Wait()
+	return answers
 }
 
 // postNoFatal posts a body from any goroutine (t.Fatal must not be called

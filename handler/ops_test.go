@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -148,21 +147,7 @@ func TestOpsMetrics(t *testing.T) {
 				bodies[i] = envelope(t, g.Cipher(sim), payParams(orderNo, wire.PayKindPay, fmt.Sprintf("%d.00", i+1),
 					time.Now().Add(time.Duration(-i)*time.Second)))
 			}
-			var wg sync.WaitGroup
-			gate := make(chan struct{})
-			answers := make([]string, burst)
-			for i := range bodies {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-gate
-					status, r := postNoFatal(g.URL, "paystate", "key-sim01-logs", bodies[i])
-					answers[i] = fmt.Sprintf("%d/%d/%s", status, r.Stat, r.Errcode)
-				}()
-			}
-			close(gate)
-			wg.Wait()
-			for i, a := range answers {
+			for i, a := range postAtOnce(g.URL, "paystate", "key-sim01-logs", bodies) {
 				if a != "200/1/000000" {
 					t.Errorf("burst paystate %d answered %s", i, a)
 				}

@@ -39,6 +39,19 @@ func (t Tx) LockOrders(orderNos []string) (map[string]*Order, error) {
 	return out, nil
 }
 
+// insertAll stores n rows (a slice) in one statement. A unique index that
+// refuses one fails them all with ErrDuplicate.
+func (t Tx) insertAll(rows any, n int, what string) error {
+	err := t.db.Create(rows).Error
+	if isDuplicate(err) {
+		return fmt.Errorf("insert %d %s: %w: %w", n, what, ErrDuplicate, err)
+	}
+	if err != nil {
+		return fmt.Errorf("insert %d %s: %w", n, what, err)
+	}
+	return nil
+}
+
 // TakenCallbackKeys returns which of the dedup keys a stored callback holds.
 func (t Tx) TakenCallbackKeys(keys []string) (map[string]bool, error) {
 	var taken []string
@@ -69,12 +82,8 @@ func (t Tx) InsertCallbacks(cbs []*Callback) error {
 			keys = append(keys, *c.DedupKey)
 		}
 	}
-	err := t.db.Create(cbs).Error
-	if isDuplicate(err) {
-		return fmt.Errorf("insert %d callbacks: %w", len(cbs), ErrDuplicate)
-	}
-	if err != nil {
-		return fmt.Errorf("insert %d callbacks: %w", len(cbs), err)
+	if err := t.insertAll(cbs, len(cbs), "callbacks"); err != nil {
+		return err
 	}
 	for _, c := range cbs {
 		c.ID = 0
@@ -109,14 +118,7 @@ func (t Tx) InsertCallbacks(cbs []*Callback) error {
 // InsertPayments stores payments in one statement; ErrDuplicate when a
 // dedup key exists.
 func (t Tx) InsertPayments(pays []*Payment) error {
-	err := t.db.Create(pays).Error
-	if isDuplicate(err) {
-		return fmt.Errorf("insert %d payments: %w", len(pays), ErrDuplicate)
-	}
-	if err != nil {
-		return fmt.Errorf("insert %d payments: %w", len(pays), err)
-	}
-	return nil
+	return t.insertAll(pays, len(pays), "payments")
 }
 
 // AddEvents appends events to orders' histories in one statement.
@@ -127,10 +129,7 @@ func (t Tx) AddEvents(events []*Event) error {
 			e.CreatedAt = at
 		}
 	}
-	if err := t.db.Create(events).Error; err != nil {
-		return fmt.Errorf("insert %d events: %w", len(events), err)
-	}
-	return nil
+	return t.insertAll(events, len(events), "events")
 }
 
 // Amounts are an order's paid and refunded amounts.
@@ -221,12 +220,5 @@ func (t Tx) InsertFiles(files []*GuaranteeFile) error {
 			f.CreatedAt = at
 		}
 	}
-	err := t.db.Create(files).Error
-	if isDuplicate(err) {
-		return fmt.Errorf("insert %d files: %w", len(files), ErrDuplicate)
-	}
-	if err != nil {
-		return fmt.Errorf("insert %d files: %w", len(files), err)
-	}
-	return nil
+	return t.insertAll(files, len(files), "files")
 }
