@@ -17,9 +17,10 @@ import (
 	"time"
 
 	"github.com/procurement/gateway/banksim"
-	"github.com/procurement/gateway/banksim/demo"
-	"github.com/procurement/gateway/banksim/loadtest"
+	"github.com/procurement/gateway/tools/demo"
+	"github.com/procurement/gateway/tools/loadtest"
 	"github.com/procurement/gateway/config"
+	"github.com/procurement/gateway/gateway"
 )
 
 // The SIM institution of config.yaml: the demo plays it, and the load test
@@ -86,7 +87,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	cfg.ApplyDefaults()
 	var logs lockedBuffer
-	gwURL, stopGateway, err := startGateway(ctx, cfg, getenv, &logs)
+	gwURL, stopGateway, err := startGateway(ctx, cfg, &logs)
 	if err != nil {
 		return fmt.Errorf("demo: gateway: %w", err)
 	}
@@ -179,7 +180,7 @@ func runLoadtest(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	defer logFile.Close()
-	url, stop, err := startGateway(ctx, cfg, getenv, logFile)
+	url, stop, err := startGateway(ctx, cfg, logFile)
 	if err != nil {
 		return fmt.Errorf("loadtest: gateway: %w", err)
 	}
@@ -199,70 +200,24 @@ func openLog(path string) (*os.File, error) {
 	return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 }
 
-// startGateway runs serve on cfg (whose server.addr is 127.0.0.1:0) in a
-// goroutine, and returns its base URL once it listens, and a function that
-// stops it and waits for the shutdown. The address is read from the
-// "gateway listening on ADDR" line serve prints.
-func startGateway(ctx context.Context, cfg *config.Config, getenv func(string) string, logs io.Writer) (string, func() error, error) {
-	if err := cfg.Validate(); err != nil {
+// startGateway builds and starts a gateway on cfg (whose server.addr is
+// 127.0.0.1:0), logging to logs, and returns its base URL and a function
+// that shuts it down and closes it.
+func startGateway(ctx context.Context, cfg *config.Config, logs io.Writer) (string, func() error, error) {
+	gw, err := gateway.New(ctx, cfg, newLogger(cfg.Log, logs))
+	if err != nil {
 		return "", nil, err
 	}
-	sctx, cancel := context.WithCancel(ctx)
-	w := &listenWatch{addr: make(chan string, 1)}
-	done := make(chan error, 1)
-	go func() { done <- serve(sctx, cfg, getenv, w, logs) }()
-	select {
-	case addr := <-w.addr:
-		var once sync.Once
-		var err error
-		stop := func() error {
-			once.Do(func() { cancel(); err = <-done })
-			return err
-		}
-		return "http://" + addr, stop, nil
-	case err := <-done:
-		cancel()
-		if err == nil {
-			err = errors.New("stopped before listening")
-		}
+	if err := gw.Start(); err != nil {
+		gw.Close()
 		return "", nil, err
-	case <-ctx.Done():
-		cancel()
-		<-done
-		return "", nil, ctx.Err()
 	}
+	return "http://" + gw.Addr().String(), gw.Close, nil
 }
 
-// listenWatch takes serve's stdout and reports the address of its
-// "gateway listening on ADDR (...)" line.
-type listenWatch struct {
-	mu   sync.Mutex
-	line []byte
-	addr chan string
-	sent bool
-}
-
+// listeningPrefix starts the line serve prints once it listens, which
+// scripts and the fault tests read the address from.
 const listeningPrefix = "gateway listening on "
-
-func (w *listenWatch) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.line = append(w.line, p...)
-	for {
-		i := bytes.IndexByte(w.line, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		line := string(w.line[:i])
-		w.line = w.line[i+1:]
-		if rest, ok := strings.CutPrefix(line, listeningPrefix); ok && !w.sent {
-			if f := strings.Fields(rest); len(f) > 0 {
-				w.addr <- f[0]
-				w.sent = true
-			}
-		}
-	}
-}
 
 // lockedBuffer collects the demo gateway's log.
 type lockedBuffer struct {

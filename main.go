@@ -14,13 +14,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	stdlog "log"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -30,7 +27,9 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/term"
 
+	"github.com/procurement/gateway/banksim"
 	"github.com/procurement/gateway/config"
+	"github.com/procurement/gateway/gateway"
 	"github.com/procurement/gateway/model"
 )
 
@@ -55,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return serve(ctx, cfg, getenv, stdout, stderr)
+		return serve(ctx, cfg, stdout, stderr)
 	case "migrate":
 		cfg, err := loadConfig("migrate", args, getenv, stderr)
 		if err != nil {
@@ -110,15 +109,11 @@ func newLogger(c config.Log, w io.Writer) *logrus.Logger {
 	return log
 }
 
-func openStore(ctx context.Context, cfg *config.Config) (*model.Store, error) {
-	return model.Open(ctx, cfg.Database.Driver, cfg.Database.DSN, model.Pool{MaxOpen: cfg.Database.MaxOpenConns,
-		MaxIdle: cfg.Database.MaxIdleConns, MaxLifetime: cfg.Database.ConnMaxLife})
-}
-
 func migrate(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
-	store, err := openStore(ctx, cfg)
+	store, err := model.Open(ctx, cfg.Database.Driver, cfg.Database.DSN, model.Pool{MaxOpen: cfg.Database.MaxOpenConns,
+		MaxIdle: cfg.Database.MaxIdleConns, MaxLifetime: cfg.Database.ConnMaxLife})
 	if err != nil {
-		return err
+		return fmt.Errorf("database.dsn: %w", err)
 	}
 	defer store.Close()
 	applied, err := store.Migrate(ctx)
@@ -131,63 +126,49 @@ func migrate(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 
 // serve runs the gateway until ctx ends, then shuts down in order: stop
 // taking work (HTTP and jobs), let what is in flight finish within the
-// grace period, release leases, close the database.
-func serve(ctx context.Context, cfg *config.Config, getenv func(string) string, stdout, stderr io.Writer) error {
+// grace period, release leases, close the database. With a sim section the
+// simulated institution runs beside it.
+func serve(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
-	gw, err := build(ctx, cfg, log)
+	gw, err := gateway.New(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer gw.store.Close()
-
-	ln, err := net.Listen("tcp", cfg.Server.Addr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Server.Addr, err)
-	}
-	// net/http's own complaints (TLS handshakes refused, say a client
-	// offering only TLS 1.1) go through logrus, so that the log stays JSON
-	// and an operator sees why an institution cannot connect.
-	httpErrors := log.WriterLevel(logrus.WarnLevel)
-	defer httpErrors.Close()
-	srv := &http.Server{Handler: gw.handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute,
-		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, TLSConfig: tlsConfig(),
-		ErrorLog: stdlog.New(httpErrors, "", 0)}
-	errc := make(chan error, 2)
-	go func() {
-		var err error
-		if cfg.Server.TLS != nil {
-			err = srv.ServeTLS(ln, cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile)
-		} else {
-			err = srv.Serve(ln)
-		}
-		if !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
-		}
-	}()
+	defer gw.Close()
 	simCtx, stopSim := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSim()
 	if cfg.Sim != nil {
-		if err := startSim(simCtx, cfg, log, errc); err != nil {
+		if err := startSim(simCtx, cfg, log); err != nil {
 			return err
 		}
 	}
-	gw.jobs.Start()
-	fmt.Fprintf(stdout, "gateway listening on %s (database %s)\n", ln.Addr(), cfg.Database.Driver)
-	log.WithFields(logrus.Fields{"addr": ln.Addr().String(), "driver": cfg.Database.Driver,
-		"institutions": len(cfg.Institutions)}).Info("gateway started")
-
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		log.WithError(err).Error("server failed")
+	if err := gw.Start(); err != nil {
 		return err
 	}
-	log.Info("shutting down")
-	grace, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownGrace)
-	defer cancel()
-	herr := srv.Shutdown(grace)
-	jerr := gw.jobs.Stop(grace)
-	stopSim()
-	log.Info("stopped")
-	return errors.Join(herr, jerr)
+	fmt.Fprintf(stdout, "%s%s (database %s)\n", listeningPrefix, gw.Addr(), cfg.Database.Driver)
+	return gw.Run(ctx)
+}
+
+// startSim runs the simulated institution of config.yaml's sim section in
+// process, so that `go run .` alone shows the whole flow.
+func startSim(ctx context.Context, cfg *config.Config, log logrus.FieldLogger) error {
+	ic, ok := cfg.Institution(cfg.Sim.OrgCode)
+	if !ok {
+		return fmt.Errorf("sim.orgcode %q names no institution", cfg.Sim.OrgCode)
+	}
+	ln, err := net.Listen("tcp", cfg.Sim.Addr)
+	if err != nil {
+		return fmt.Errorf("sim.addr: listen %s: %w", cfg.Sim.Addr, err)
+	}
+	sc := banksim.Config{OrgCode: ic.OrgCode, Name: ic.Name, AppKey: ic.AppKey, AppSecret: ic.AppSecret,
+		Cipher: ic.Cipher.Options(), Prefix: "/sim", PublicURL: ic.BaseURL, GatewayURL: cfg.Server.PublicBaseURL,
+		PayDelay: cfg.Sim.PayDelay, IssueDelay: cfg.Sim.IssueDelay, ReleaseDelay: cfg.Sim.IssueDelay,
+		PDFInNotify: true, Logger: log.WithField("component", "banksim")}
+	go func() {
+		if err := banksim.Serve(ctx, sc, ln); err != nil && ctx.Err() == nil {
+			log.WithError(err).Error("simulated institution stopped")
+		}
+	}()
+	log.WithField("addr", ln.Addr().String()).Info("simulated institution started")
+	return nil
 }

@@ -66,7 +66,7 @@ func (s *Sim) lifecycle(ctx context.Context, orderNo string) {
 	} else {
 		o.Status, o.Remark = StatusIssued, remarkIssued
 		o.GuaranteeNo = s.nextGuaranteeNo(o.DecidedAt)
-		s.byBhno[o.GuaranteeNo] = orderNo
+		s.byGuaranteeNo[o.GuaranteeNo] = orderNo
 	}
 	snap := *o
 	s.mu.Unlock()
@@ -108,7 +108,7 @@ func (s *Sim) lifecycle(ctx context.Context, orderNo string) {
 
 // releaseLater cancels an issued guarantee after ReleaseDelay and tells the
 // gateway (release state 1, 注销).
-func (s *Sim) releaseLater(ctx context.Context, orderNo, bhno string) {
+func (s *Sim) releaseLater(ctx context.Context, orderNo, guaranteeNo string) {
 	if !sleep(ctx, s.cfg.ReleaseDelay) {
 		return
 	}
@@ -117,8 +117,8 @@ func (s *Sim) releaseLater(ctx context.Context, orderNo, bhno string) {
 	o.Status = StatusCancelled
 	o.ReleasedAt = time.Now()
 	s.mu.Unlock()
-	s.log.WithFields(map[string]any{"orderno": orderNo, "bhno": bhno}).Info("guarantee cancelled")
-	s.deliver(ctx, pathRelease, wire.Release{GuaranteeNo: bhno, State: wire.ReleaseCancelled}, &s.stats.release)
+	s.log.WithFields(map[string]any{"orderno": orderNo, "bhno": guaranteeNo}).Info("guarantee cancelled")
+	s.deliver(ctx, pathRelease, wire.Release{GuaranteeNo: guaranteeNo, State: wire.ReleaseCancelled}, &s.stats.release)
 }
 
 // nextGuaranteeNo makes a bhno: prefix, issuance date (China time), and a

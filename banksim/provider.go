@@ -346,12 +346,12 @@ func (s *Sim) cancelOrder(r *http.Request, plain []byte) reply {
 		return *rep
 	}
 	s.mu.Lock()
-	o := s.orders[s.byBhno[ref.GuaranteeNo]]
+	o := s.orders[s.byGuaranteeNo[ref.GuaranteeNo]]
 	first := o.CancelledAt.IsZero()
 	if first {
 		o.CancelledAt = time.Now()
-		orderNo, bhno := o.Request.OrderNo, o.GuaranteeNo
-		s.goLocked(func(ctx context.Context) { s.releaseLater(ctx, orderNo, bhno) })
+		orderNo, guaranteeNo := o.Request.OrderNo, o.GuaranteeNo
+		s.goLocked(func(ctx context.Context) { s.releaseLater(ctx, orderNo, guaranteeNo) })
 	}
 	s.mu.Unlock()
 	s.log.WithFields(map[string]any{"bhno": ref.GuaranteeNo, "first": first}).Info("cancel accepted")
@@ -360,16 +360,16 @@ func (s *Sim) cancelOrder(r *http.Request, plain []byte) reply {
 
 // byGuarantee finds the order of a bhno, which must be the order of the
 // URL the request came to. It answers the stat 0 to send otherwise.
-func (s *Sim) byGuarantee(r *http.Request, bhno string) (Order, *reply) {
+func (s *Sim) byGuarantee(r *http.Request, guaranteeNo string) (Order, *reply) {
 	s.mu.Lock()
-	orderNo, found := s.byBhno[bhno]
+	orderNo, found := s.byGuaranteeNo[guaranteeNo]
 	s.mu.Unlock()
 	if !found {
-		rep := fail(wire.CodeUnknown, "保函编号不存在: "+bhno)
+		rep := fail(wire.CodeUnknown, "保函编号不存在: "+guaranteeNo)
 		return Order{}, &rep
 	}
 	if p := r.PathValue("orderno"); p != orderNo {
-		rep := fail(wire.CodeUnknown, fmt.Sprintf("保函编号 %s 不属于订单 %s", bhno, p))
+		rep := fail(wire.CodeUnknown, fmt.Sprintf("保函编号 %s 不属于订单 %s", guaranteeNo, p))
 		return Order{}, &rep
 	}
 	o, _ := s.Order(orderNo)

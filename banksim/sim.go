@@ -95,11 +95,11 @@ type Sim struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	closed   bool
-	orders   map[string]*Order // by orderno
-	byBhno   map[string]string // bhno → orderno
-	projects []wire.ProjectState
+	mu            sync.Mutex
+	closed        bool
+	orders        map[string]*Order // by orderno
+	byGuaranteeNo map[string]string // bhno → orderno
+	projects      []wire.ProjectState
 
 	// rng is not safe for concurrent use, hence its own lock.
 	rngMu sync.Mutex
@@ -131,15 +131,15 @@ func New(cfg Config) (*Sim, error) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Sim{
-		cfg:    c,
-		cipher: ciph,
-		log:    log.WithFields(logrus.Fields{"component": "banksim", "orgcode": c.OrgCode}),
-		client: &http.Client{Timeout: c.CallbackTimeout, Transport: transport},
-		mux:    http.NewServeMux(),
-		ctx:    ctx,
-		cancel: cancel,
-		orders: make(map[string]*Order),
-		byBhno: make(map[string]string),
+		cfg:           c,
+		cipher:        ciph,
+		log:           log.WithFields(logrus.Fields{"component": "banksim", "orgcode": c.OrgCode}),
+		client:        &http.Client{Timeout: c.CallbackTimeout, Transport: transport},
+		mux:           http.NewServeMux(),
+		ctx:           ctx,
+		cancel:        cancel,
+		orders:        make(map[string]*Order),
+		byGuaranteeNo: make(map[string]string),
 		// The second PCG word is fixed so that one number (Seed) is all a
 		// test has to write down.
 		rng:  rand.New(rand.NewPCG(c.Seed, 0x62616e6b73696d)), // "banksim"

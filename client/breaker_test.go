@@ -54,8 +54,9 @@ func TestBreaker(t *testing.T) {
 	})
 	var otherMode atomic.Int32
 	other := switchable(t, &otherMode)
-	otherClient := client.New(client.Config{OrgCode: "ORG2", BaseURL: other.URL(""), AppKey: appKey,
-		Cipher: newCipher(t, appSecret), Timeout: 100 * time.Millisecond, BreakerFailures: 3, BreakerOpenFor: openFor}, hc, rec)
+	otherCfg := testConfig(t, "ORG2", other.URL(""), appSecret)
+	otherCfg.Timeout, otherCfg.BreakerFailures, otherCfg.BreakerOpenFor = 100*time.Millisecond, 3, openFor
+	otherClient := client.New(otherCfg, hc, rec)
 
 	steps := []struct {
 		name      string
@@ -99,8 +100,8 @@ func TestBreaker(t *testing.T) {
 		if len(recs) != 1 {
 			t.Fatalf("%s: %d records, want 1", st.name, len(recs))
 		}
-		if want := string(st.want); (want == "" && recs[0].Outcome != "ok") || (want != "" && recs[0].Outcome != want) {
-			t.Errorf("%s: record outcome %q", st.name, recs[0].Outcome)
+		if want := string(st.want); (want == "" && recs[0].Result != "ok") || (want != "" && recs[0].Result != want) {
+			t.Errorf("%s: record result %q", st.name, recs[0].Result)
 		}
 		if st.want == client.KindCircuitOpen && (recs[0].HTTPStatus != 0 || recs[0].Error == "" || recs[0].OrgCode != "ORG1") {
 			t.Errorf("%s: record %+v", st.name, recs[0])
@@ -157,7 +158,7 @@ func TestBreakerTripsMidRetry(t *testing.T) {
 				t.Errorf("%d requests, want 1", n)
 			}
 			recs := rec.all()
-			if len(recs) != 2 || recs[0].Outcome != string(tc.want) || recs[1].Outcome != string(client.KindCircuitOpen) ||
+			if len(recs) != 2 || recs[0].Result != string(tc.want) || recs[1].Result != string(client.KindCircuitOpen) ||
 				recs[1].Attempt != 2 {
 				t.Errorf("records %+v", recs)
 			}

@@ -50,10 +50,6 @@ const (
 // its own schedule) comes back then, rather than a worker sleeping minutes.
 const maxRetryWait = 30 * time.Second
 
-// defaultTimeout is used when a Config has none: a zero timeout would make
-// every attempt fail before it starts.
-const defaultTimeout = 10 * time.Second
-
 // Record is what is kept of one attempt: never a secret, never plaintext.
 type Record struct {
 	OrgCode       string
@@ -64,7 +60,7 @@ type Record struct {
 	HTTPStatus    int
 	Stat          *int
 	Errcode       string
-	Outcome       string // "ok" or the Kind of the failure
+	Result        string // "ok" or the Kind of the failure
 	Error         string
 	Latency       time.Duration
 	RequestBytes  int64
@@ -76,19 +72,20 @@ type Recorder interface {
 	RecordCall(ctx context.Context, r Record)
 }
 
-// Config is one institution as the client needs it.
+// Config is one institution as the client needs it, from its entry in
+// config.yaml (institutions[]), whose defaults apply: every field is set.
 type Config struct {
 	OrgCode string
 	BaseURL string // apply, cost and xmstate live under it
 	AppKey  string
 	Cipher  crypto.Cipher
-	Timeout time.Duration // per attempt; 10s when zero
+	Timeout time.Duration // per attempt
 	Retries int           // extra attempts of idempotent calls
+	// RetryWait is the pause before the first retry; it doubles.
+	RetryWait time.Duration
 	// Breaker: open after this many consecutive failures, for OpenFor.
 	BreakerFailures uint32
 	BreakerOpenFor  time.Duration
-	// RetryWait is the pause before the first retry; it doubles. Default 200ms.
-	RetryWait time.Duration
 }
 
 // Client calls one institution. Clients share one *http.Client (and so its
@@ -102,18 +99,6 @@ type Client struct {
 
 // New returns the client of one institution.
 func New(cfg Config, hc *http.Client, rec Recorder) *Client {
-	if cfg.BreakerFailures == 0 {
-		cfg.BreakerFailures = 5
-	}
-	if cfg.BreakerOpenFor == 0 {
-		cfg.BreakerOpenFor = 30 * time.Second
-	}
-	if cfg.RetryWait == 0 {
-		cfg.RetryWait = 200 * time.Millisecond
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = defaultTimeout
-	}
 	c := &Client{cfg: cfg, http: hc, rec: rec}
 	c.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        cfg.OrgCode,
@@ -197,19 +182,19 @@ func (c *Client) Query(ctx context.Context, queryURL, orderNo string) (wire.Quer
 }
 
 // Pull fetches the guarantee PDF through pullurl; retried when safe.
-func (c *Client) Pull(ctx context.Context, pullURL, orderNo, bhno string) (wire.PullResult, error) {
+func (c *Client) Pull(ctx context.Context, pullURL, orderNo, guaranteeNo string) (wire.PullResult, error) {
 	var res wire.PullResult
 	err := c.call(ctx, call{endpoint: EndpointPull, url: pullURL, orderNo: orderNo, idempotent: true, maxAnswer: maxPullAnswer,
-		params: wire.GuaranteeRef{GuaranteeNo: bhno},
+		params: wire.GuaranteeRef{GuaranteeNo: guaranteeNo},
 		check:  func(b []byte) error { _, err := wire.ParseGuaranteeRef(b); return err },
 		answer: func(b []byte) (err error) { res, err = wire.ParsePullResult(b); return err }})
 	return res, err
 }
 
 // Cancel asks cancelurl to cancel the guarantee; not retried inline.
-func (c *Client) Cancel(ctx context.Context, cancelURL, orderNo, bhno string) error {
+func (c *Client) Cancel(ctx context.Context, cancelURL, orderNo, guaranteeNo string) error {
 	return c.call(ctx, call{endpoint: EndpointCancel, url: cancelURL, orderNo: orderNo,
-		params: wire.GuaranteeRef{GuaranteeNo: bhno},
+		params: wire.GuaranteeRef{GuaranteeNo: guaranteeNo},
 		check:  func(b []byte) error { _, err := wire.ParseGuaranteeRef(b); return err }})
 }
 
@@ -287,7 +272,7 @@ func (c *Client) call(ctx context.Context, k call) error {
 		})
 		if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 			c.rec.RecordCall(context.WithoutCancel(ctx), Record{OrgCode: c.cfg.OrgCode, OrderNo: k.orderNo, Endpoint: k.endpoint,
-				URL: redact(k.url), Attempt: attempt, Outcome: string(KindCircuitOpen), Error: err.Error(), RequestBytes: int64(len(body))})
+				URL: redact(k.url), Attempt: attempt, Result: string(KindCircuitOpen), Error: err.Error(), RequestBytes: int64(len(body))})
 			if last != nil {
 				// An earlier attempt of this call tripped the breaker: its
 				// failure (an unknown outcome, say) is what the caller must
@@ -330,12 +315,12 @@ func (c *Client) attempt(parent context.Context, k call, body []byte, n int) (er
 	ctx, cancel := context.WithTimeout(parent, c.cfg.Timeout)
 	defer cancel()
 	rec := Record{OrgCode: c.cfg.OrgCode, OrderNo: k.orderNo, Endpoint: k.endpoint, URL: redact(k.url), Attempt: n,
-		RequestBytes: int64(len(body)), Outcome: "ok"}
+		RequestBytes: int64(len(body)), Result: "ok"}
 	start := time.Now()
 	defer func() {
 		rec.Latency = time.Since(start)
 		if err != nil {
-			rec.Outcome = string(KindOf(err))
+			rec.Result = string(KindOf(err))
 			rec.Error = truncate(err.Error(), 500)
 			var ce *Error
 			if errors.As(err, &ce) && parent.Err() != nil {

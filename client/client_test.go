@@ -97,7 +97,7 @@ func TestApplyEnvelope(t *testing.T) {
 	}
 	got1 := recs[0]
 	if got1.OrgCode != "ORG1" || got1.Endpoint != client.EndpointApply || got1.OrderNo != req.OrderNo ||
-		got1.URL != in.URL("/bank/guarantee/apply") || got1.Attempt != 1 || got1.Outcome != "ok" ||
+		got1.URL != in.URL("/bank/guarantee/apply") || got1.Attempt != 1 || got1.Result != "ok" ||
 		got1.HTTPStatus != 200 || got1.Stat == nil || *got1.Stat != 1 || got1.Errcode != "000000" || got1.Error != "" {
 		t.Errorf("record = %+v", got1)
 	}
@@ -183,7 +183,7 @@ func TestEndpoints(t *testing.T) {
 		t.Fatalf("%d records, want %d", len(recs), len(tests))
 	}
 	for i, r := range recs {
-		if r.Endpoint != tests[i].name || r.Outcome != "ok" || !strings.HasSuffix(r.URL, tests[i].path) {
+		if r.Endpoint != tests[i].name || r.Result != "ok" || !strings.HasSuffix(r.URL, tests[i].path) {
 			t.Errorf("record %d = %+v", i, r)
 		}
 	}
@@ -370,7 +370,7 @@ func TestFaults(t *testing.T) {
 					t.Errorf("HTTPStatus = %d", e.HTTPStatus)
 				}
 				for _, r := range recs {
-					if r.HTTPStatus != 500 || r.Outcome != string(client.KindHTTP) || r.ResponseBytes == 0 {
+					if r.HTTPStatus != 500 || r.Result != string(client.KindHTTP) || r.ResponseBytes == 0 {
 						t.Errorf("record = %+v", r)
 					}
 				}
@@ -521,7 +521,7 @@ func TestFaults(t *testing.T) {
 				t.Fatalf("%d records, want %d: %+v", len(recs), tc.attempts, recs)
 			}
 			for i, r := range recs {
-				if r.Attempt != i+1 || r.Outcome != string(tc.want) || r.Error == "" || r.OrgCode != "ORG1" ||
+				if r.Attempt != i+1 || r.Result != string(tc.want) || r.Error == "" || r.OrgCode != "ORG1" ||
 					r.Endpoint != tc.call || r.RequestBytes == 0 || r.Latency <= 0 {
 					t.Errorf("record %d = %+v", i, r)
 				}
@@ -635,8 +635,9 @@ func TestSharedTransport(t *testing.T) {
 		// It decrypts requests and encrypts answers with its own key.
 		in := newInstitutionKeyed(t, s, okWith(t, map[string]string{"status": "2"}))
 		insts = append(insts, in)
-		clients = append(clients, client.New(client.Config{OrgCode: "ORG" + strconv.Itoa(i), BaseURL: in.URL(""),
-			AppKey: "key" + strconv.Itoa(i), Cipher: newCipher(t, s), Timeout: 200 * time.Millisecond}, hc, rec))
+		cfg := testConfig(t, "ORG"+strconv.Itoa(i), in.URL(""), s)
+		cfg.AppKey = "key" + strconv.Itoa(i)
+		clients = append(clients, client.New(cfg, hc, rec))
 	}
 	for round := 0; round < 3; round++ {
 		for i, c := range clients {
@@ -653,7 +654,7 @@ func TestSharedTransport(t *testing.T) {
 		}
 	}
 	for _, r := range rec.all() {
-		if r.Outcome != "ok" || !strings.HasPrefix(r.URL, insts[r.OrgCode[3]-'0'].URL("")) {
+		if r.Result != "ok" || !strings.HasPrefix(r.URL, insts[r.OrgCode[3]-'0'].URL("")) {
 			t.Errorf("record %+v", r)
 		}
 	}

@@ -168,12 +168,18 @@ func (r *recorder) all() []client.Record {
 
 // newClient builds the client of institution "ORG1" at baseURL over its own
 // shared transport, closed (idle connections) when the test ends.
+// testConfig is a client of one institution as a test wants it: quick
+// timeouts and retries, a breaker that opens after 5 failures for 30s.
+func testConfig(t testing.TB, org, baseURL, secret string) client.Config {
+	return client.Config{OrgCode: org, BaseURL: baseURL, AppKey: appKey, Cipher: newCipher(t, secret),
+		Timeout: 200 * time.Millisecond, RetryWait: 10 * time.Millisecond, BreakerFailures: 5, BreakerOpenFor: 30 * time.Second}
+}
+
 func newClient(t testing.TB, baseURL string, tweak func(*client.Config)) (*client.Client, *recorder, *http.Client) {
 	t.Helper()
 	hc := client.NewHTTPClient()
 	t.Cleanup(hc.CloseIdleConnections)
-	cfg := client.Config{OrgCode: "ORG1", BaseURL: baseURL, AppKey: appKey, Cipher: newCipher(t, appSecret),
-		Timeout: 200 * time.Millisecond, RetryWait: 10 * time.Millisecond}
+	cfg := testConfig(t, "ORG1", baseURL, appSecret)
 	if tweak != nil {
 		tweak(&cfg)
 	}

@@ -1,6 +1,11 @@
-// Package config loads and validates config.yaml (API.md "Configuration").
-// A wrong config stops the program at start with an error naming the field;
-// nothing starts half configured.
+// Package config loads and validates config.yaml (docs/api.md
+// "Configuration"). A wrong config stops the program at start with an error
+// naming the field; nothing starts half configured.
+//
+// Every default lives in the `default` tag of its field and nowhere else:
+// Load and ApplyDefaults fill fields in from the tags (defaults.go), the
+// README's configuration table is checked against them by a test, and the
+// packages that take their settings from a Config set none of their own.
 package config
 
 import (
@@ -24,16 +29,21 @@ type Config struct {
 
 // Server is the HTTP listener.
 type Server struct {
-	Addr          string        `yaml:"addr"`            // default ":8080"
-	PublicBaseURL string        `yaml:"public_base_url"` // what institutions call back
+	Addr string `yaml:"addr" default:":8080"`
+	// PublicBaseURL is what institutions are told to call back. Default:
+	// http(s)://127.0.0.1:<port of addr>, reachable from this machine.
+	PublicBaseURL string `yaml:"public_base_url"`
+	// Instance names this replica in the leases it takes and in its logs.
+	// Default: host name and process id, unique per running process.
+	Instance      string        `yaml:"instance"`
 	TLS           *TLS          `yaml:"tls"`
-	ShutdownGrace time.Duration `yaml:"shutdown_grace"` // default 15s
+	ShutdownGrace time.Duration `yaml:"shutdown_grace" default:"15s"`
 	// Body limits of the callbacks: applynotify carries a PDF.
-	NotifyBodyLimit   int64 `yaml:"notify_body_limit"`   // default 30 MiB
-	CallbackBodyLimit int64 `yaml:"callback_body_limit"` // default 64 KiB
+	NotifyBodyLimit   int64 `yaml:"notify_body_limit" default:"31457280"` // 30 MiB
+	CallbackBodyLimit int64 `yaml:"callback_body_limit" default:"65536"`  // 64 KiB
 	// CallbackBatch: at most this many concurrent callbacks of a kind share
 	// one transaction (group commit); 1 takes each in its own.
-	CallbackBatch int `yaml:"callback_batch"` // default 64
+	CallbackBatch int `yaml:"callback_batch" default:"64"`
 }
 
 // TLS serves HTTPS directly when set.
@@ -44,11 +54,16 @@ type TLS struct {
 
 // Database selects the store.
 type Database struct {
-	Driver       string        `yaml:"driver"`            // sqlite (default) | mysql
-	DSN          string        `yaml:"dsn" secret:"dsn"`  // shown with the password redacted
-	MaxOpenConns int           `yaml:"max_open_conns"`    // default 32 (sqlite: 1 writer is enforced by the driver setup)
-	MaxIdleConns int           `yaml:"max_idle_conns"`    // default 32
-	ConnMaxLife  time.Duration `yaml:"conn_max_lifetime"` // default 30m
+	Driver string `yaml:"driver" default:"sqlite"` // sqlite | mysql
+	// DSN is shown with the password redacted. Default (sqlite only):
+	// data/gateway.db.
+	DSN string `yaml:"dsn" secret:"dsn"`
+	// The MySQL pool; SQLite runs one connection whatever these say. As
+	// many idle as open: the jobs run 32 calls at once by default, and a
+	// smaller idle pool closes and reopens connections on every batch.
+	MaxOpenConns int           `yaml:"max_open_conns" default:"32"`
+	MaxIdleConns int           `yaml:"max_idle_conns" default:"32"`
+	ConnMaxLife  time.Duration `yaml:"conn_max_lifetime" default:"30m"`
 }
 
 // API is the bidding module's access.
@@ -64,19 +79,21 @@ type Institution struct {
 	AppKey    string        `yaml:"app_key"`
 	AppSecret string        `yaml:"app_secret" secret:"true"`
 	Cipher    Cipher        `yaml:"cipher"`
-	Timeout   time.Duration `yaml:"timeout"` // default 10s
+	Timeout   time.Duration `yaml:"timeout" default:"10s"` // per call attempt
 	Disabled  bool          `yaml:"disabled"`
 	// Retries of idempotent calls (cost, query, pull, xmstate) on an
 	// outcome-unknown or 5xx failure; apply and cancel are never retried
-	// inline (the jobs do it). Default 2.
-	Retries int `yaml:"retries"`
-	// MaxConcurrent bounds the jobs' calls to this institution at once. Default 8.
-	MaxConcurrent int `yaml:"max_concurrent"`
+	// inline (the jobs do it).
+	Retries int `yaml:"retries" default:"2"`
+	// RetryWait is the pause before the first retry; it doubles after each.
+	RetryWait time.Duration `yaml:"retry_wait" default:"200ms"`
+	// MaxConcurrent bounds the jobs' calls to this institution at once.
+	MaxConcurrent int `yaml:"max_concurrent" default:"8"`
 	// The circuit breaker: after BreakerFailures consecutive failures
 	// (timeouts, resets, 5xx, garbage; never a stat 0) calls stop for
-	// BreakerOpenFor, then one probe decides. Defaults 5 and 30s.
-	BreakerFailures int           `yaml:"breaker_failures"`
-	BreakerOpenFor  time.Duration `yaml:"breaker_open_for"`
+	// BreakerOpenFor, then one probe decides.
+	BreakerFailures int           `yaml:"breaker_failures" default:"5"`
+	BreakerOpenFor  time.Duration `yaml:"breaker_open_for" default:"30s"`
 	// AllowCIDRs, when set, is the only source of its callbacks.
 	AllowCIDRs []string `yaml:"allow_cidrs"`
 	// RateLimit is callbacks per second accepted from it (0: unlimited), with Burst.
@@ -84,14 +101,14 @@ type Institution struct {
 	RateBurst int     `yaml:"rate_burst"`
 }
 
-// Cipher is the per-institution choice of DECISIONS.md §2.
+// Cipher is the per-institution choice of docs/decisions.md §2.
 type Cipher struct {
-	Algorithm string `yaml:"algorithm"`
-	Mode      string `yaml:"mode"`
-	IV        string `yaml:"iv" secret:"unless=key"` // "key" is not secret, a literal IV is
-	Encoding  string `yaml:"encoding"`
-	Key       string `yaml:"key"`
-	KeyBits   int    `yaml:"key_bits"`
+	Algorithm string `yaml:"algorithm" default:"aes"`              // aes | sm4
+	Mode      string `yaml:"mode" default:"ecb"`                   // ecb | cbc
+	IV        string `yaml:"iv" default:"key" secret:"unless=key"` // "key" is not secret, a literal IV is
+	Encoding  string `yaml:"encoding" default:"base64"`            // base64 | hex | HEX
+	Key       string `yaml:"key" default:"raw"`                    // raw | sha1prng
+	KeyBits   int    `yaml:"key_bits" default:"128"`               // 128 | 256, with sha1prng
 }
 
 // Options converts to the crypto package's options.
@@ -99,37 +116,43 @@ func (c Cipher) Options() crypto.Options {
 	return crypto.Options{Algorithm: c.Algorithm, Mode: c.Mode, IV: c.IV, Encoding: c.Encoding, Key: c.Key, KeyBits: c.KeyBits}
 }
 
-// Jobs are the schedules (robfig/cron/v3 specs) and back-offs.
+// Jobs are the schedules (robfig/cron/v3 specs, read in UTC) and back-offs.
 type Jobs struct {
-	PollPending     string `yaml:"poll_pending"`     // default "@every 30s"
-	RecoverApplying string `yaml:"recover_applying"` // default "@every 1m"
-	PullFiles       string `yaml:"pull_files"`       // default "@every 1m"
-	DeliverOutbox   string `yaml:"deliver_outbox"`   // default "@every 15s"
-	Reconcile       string `yaml:"reconcile"`        // default "0 2 * * *"
+	PollPending     string `yaml:"poll_pending" default:"@every 30s"`
+	RecoverApplying string `yaml:"recover_applying" default:"@every 1m"`
+	PullFiles       string `yaml:"pull_files" default:"@every 1m"`
+	DeliverOutbox   string `yaml:"deliver_outbox" default:"@every 15s"`
+	Reconcile       string `yaml:"reconcile" default:"0 2 * * *"`
 
-	PollBackoff       []time.Duration `yaml:"poll_backoff"`       // default 1m,2m,5m,10m,30m,1h; the last repeats
-	RedeliveryBackoff []time.Duration `yaml:"redelivery_backoff"` // default 15s,15s,30s,3m,10m,20m,30m,30m,30m,1h,3h,3h,3h,6h,6h; then dead
-	ApplyBackoff      []time.Duration `yaml:"apply_backoff"`      // default 30s,1m,2m,5m,10m; the last repeats
-	MaxApplyAttempts  int             `yaml:"max_apply_attempts"` // default 8; then flagged for operators
+	// Waits between queries of an order in processing; the last repeats.
+	PollBackoff []time.Duration `yaml:"poll_backoff" default:"1m,2m,5m,10m,30m,1h"`
+	// Waits between attempts of a project-state delivery (~24 h in all);
+	// after the last, the delivery is dead.
+	RedeliveryBackoff []time.Duration `yaml:"redelivery_backoff" default:"15s,15s,30s,3m,10m,20m,30m,30m,30m,1h,3h,3h,3h,6h,6h"`
+	// Waits between re-sends of an apply whose outcome is unknown; the last
+	// repeats. After MaxApplyAttempts the order is flagged for operators.
+	ApplyBackoff     []time.Duration `yaml:"apply_backoff" default:"30s,1m,2m,5m,10m"`
+	MaxApplyAttempts int             `yaml:"max_apply_attempts" default:"8"`
 
-	// StaleAfterOpening: polling stops this long after kbttime and the order is flagged stale. Default 24h.
-	StaleAfterOpening time.Duration `yaml:"stale_after_opening"`
-	BatchSize         int           `yaml:"batch_size"`  // default 100
-	Concurrency       int           `yaml:"concurrency"` // per job, default 32
-	Lease             time.Duration `yaml:"lease"`       // default 2m
-	Disabled          bool          `yaml:"disabled"`    // run no scheduler in this instance
+	// StaleAfterOpening: polling stops this long after kbttime and the
+	// order is flagged stale.
+	StaleAfterOpening time.Duration `yaml:"stale_after_opening" default:"24h"`
+	BatchSize         int           `yaml:"batch_size" default:"100"` // rows a job claims at a time
+	Concurrency       int           `yaml:"concurrency" default:"32"` // calls of one job at once
+	Lease             time.Duration `yaml:"lease" default:"2m"`       // how long a claim holds its rows
+	Disabled          bool          `yaml:"disabled"`                 // run no scheduler in this instance
 }
 
 // Log configures logrus.
 type Log struct {
-	Level  string `yaml:"level"`  // default info
-	Format string `yaml:"format"` // json | text | auto (default: text on a terminal, json otherwise)
+	Level  string `yaml:"level" default:"info"`
+	Format string `yaml:"format" default:"auto"` // json | text | auto (text on a terminal, json otherwise)
 }
 
 // Sim is the in-process simulated institution.
 type Sim struct {
-	OrgCode    string        `yaml:"orgcode"`     // must match an institution entry
-	Addr       string        `yaml:"addr"`        // default "127.0.0.1:8090", fixed so base_url can name it
-	PayDelay   time.Duration `yaml:"pay_delay"`   // default 1s
-	IssueDelay time.Duration `yaml:"issue_delay"` // default 2s
+	OrgCode    string        `yaml:"orgcode"`                       // must match an institution entry
+	Addr       string        `yaml:"addr" default:"127.0.0.1:8090"` // fixed, so that base_url can name it
+	PayDelay   time.Duration `yaml:"pay_delay" default:"1s"`
+	IssueDelay time.Duration `yaml:"issue_delay" default:"2s"`
 }

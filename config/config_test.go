@@ -21,6 +21,7 @@ var noEnv = env(nil)
 const fullYAML = `
 server:
   addr: "0.0.0.0:9443"
+  instance: gw-1
   public_base_url: "https://gw.example.com/base"
   tls: { cert_file: /etc/gw/tls.crt, key_file: /etc/gw/tls.key }
   shutdown_grace: 20s
@@ -110,7 +111,7 @@ func TestLoadFull(t *testing.T) {
 	c := mustParse(t, fullYAML, env(fullEnv))
 	want := Config{
 		Server: Server{
-			Addr: "0.0.0.0:9443", PublicBaseURL: "https://gw.example.com/base",
+			Addr: "0.0.0.0:9443", PublicBaseURL: "https://gw.example.com/base", Instance: "gw-1",
 			TLS:           &TLS{CertFile: "/etc/gw/tls.crt", KeyFile: "/etc/gw/tls.key"},
 			ShutdownGrace: 20 * time.Second, NotifyBodyLimit: 1 << 20, CallbackBodyLimit: 4096, CallbackBatch: 16,
 		},
@@ -125,14 +126,14 @@ func TestLoadFull(t *testing.T) {
 				OrgCode: "BANK01", Name: "某某银行", BaseURL: "https://bank.example/eg",
 				AppKey: "k-bank01", AppSecret: "any length works with sha1prng",
 				Cipher:  Cipher{Algorithm: "aes", Mode: "cbc", IV: "abcdefghijklmnop", Encoding: "HEX", Key: "sha1prng", KeyBits: 256},
-				Timeout: 7 * time.Second, Disabled: true, Retries: 0, MaxConcurrent: 3, BreakerFailures: 5, BreakerOpenFor: 30 * time.Second,
+				Timeout: 7 * time.Second, Disabled: true, Retries: 0, RetryWait: 200 * time.Millisecond, MaxConcurrent: 3, BreakerFailures: 5, BreakerOpenFor: 30 * time.Second,
 				AllowCIDRs: []string{"10.0.0.0/8", "192.168.1.7/32"}, RateLimit: 2.5, RateBurst: 5,
 			},
 			{
 				OrgCode: "INS-02", Name: "保险公司", BaseURL: "http://insurer.example:8081",
 				AppKey: "k-ins02", AppSecret: "0123456789abcdef0123456789abcdef",
 				Cipher:  Cipher{Algorithm: "aes", Mode: "ecb", IV: "key", Encoding: "base64", Key: "raw", KeyBits: 128},
-				Timeout: 10 * time.Second, Retries: 2, MaxConcurrent: 8, BreakerFailures: 5, BreakerOpenFor: 30 * time.Second,
+				Timeout: 10 * time.Second, Retries: 2, RetryWait: 200 * time.Millisecond, MaxConcurrent: 8, BreakerFailures: 5, BreakerOpenFor: 30 * time.Second,
 			},
 		},
 		Jobs: Jobs{
@@ -210,7 +211,7 @@ func TestDefaults(t *testing.T) {
 
 	// The defaults are copies: changing one config does not change another.
 	c.Jobs.PollBackoff[0] = time.Hour
-	if DefaultPollBackoff[0] != time.Minute {
+	if Default().Jobs.PollBackoff[0] != time.Minute {
 		t.Error("a config shares its back-off slice with the defaults")
 	}
 	// No sim section: no sim.

@@ -1,49 +1,49 @@
 package config
 
 import (
+	"fmt"
 	"net"
+	"os"
+	"reflect"
 	"strconv"
-	"time"
 )
 
-// Defaults of the fields left out (API.md "Configuration" and the comments
-// of config.go).
-const (
-	DefaultAddr              = ":8080"
-	DefaultShutdownGrace     = 15 * time.Second
-	DefaultNotifyBodyLimit   = 30 << 20 // 30 MiB: applynotify carries the letter's PDF
-	DefaultCallbackBodyLimit = 64 << 10 // 64 KiB
-	DefaultCallbackBatch     = 64       // callbacks per group-committed transaction
-	MaxCallbackBatch         = 1000
-	DefaultDriver            = "sqlite"
-	DefaultSQLiteDSN         = "data/gateway.db"
-	DefaultSimAddr           = "127.0.0.1:8090"
-)
+// MaxCallbackBatch bounds server.callback_batch.
+const MaxCallbackBatch = 1000
 
-// Default back-offs of the jobs.
-var (
-	DefaultPollBackoff       = []time.Duration{time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 30 * time.Minute, time.Hour}
-	DefaultRedeliveryBackoff = []time.Duration{
-		15 * time.Second, 15 * time.Second, 30 * time.Second, 3 * time.Minute, 10 * time.Minute,
-		20 * time.Minute, 30 * time.Minute, 30 * time.Minute, 30 * time.Minute, time.Hour,
-		3 * time.Hour, 3 * time.Hour, 3 * time.Hour, 6 * time.Hour, 6 * time.Hour,
-	}
-	DefaultApplyBackoff = []time.Duration{30 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute}
-)
+// defaultSQLiteDSN is database.dsn when the driver is sqlite and none is given.
+const defaultSQLiteDSN = "data/gateway.db"
+
+// computed are the defaults that depend on other values or on the machine,
+// as the configuration table documents them; applyDefaults sets them.
+var computed = map[string]string{
+	"server.public_base_url": "http://127.0.0.1:<port of server.addr> (https with server.tls)",
+	"server.instance":        "<host name>:<process id>",
+	"database.dsn":           "`" + defaultSQLiteDSN + "` with sqlite; none with mysql",
+}
+
+// Default returns a Config with every default filled in and nothing else:
+// no institution, no token. Code that builds a Config (tests, the demo, the
+// load test) starts from it.
+func Default() *Config {
+	c := &Config{}
+	c.ApplyDefaults()
+	return c
+}
 
 // ApplyDefaults fills in every zero field that has a default. Load does
-// this itself, keeping a number or duration written explicitly as 0 (e.g.
-// retries: 0); ApplyDefaults, for a Config built in code, cannot tell and
-// treats every zero as absent.
+// this itself, keeping a number, duration or list written explicitly as 0
+// or empty (retries: 0); ApplyDefaults, for a Config built in code, cannot
+// tell and treats every zero as absent.
 func (c *Config) ApplyDefaults() { c.applyDefaults(nil) }
 
 // applyDefaults fills in the defaults of the fields not in set (paths given
-// a value by YAML or environment). An empty string always gets its default.
+// a value by YAML or environment), then the computed ones. An empty string
+// always gets its default.
 func (c *Config) applyDefaults(set map[string]bool) {
+	fillDefaults(reflect.ValueOf(c).Elem(), "", set)
 	s := &c.Server
-	dflt(set, "server.addr", &s.Addr, DefaultAddr)
 	if s.PublicBaseURL == "" {
-		// Reachable from this machine, e.g. by the in-process simulator.
 		if p := port(s.Addr); p != "" {
 			scheme := "http"
 			if s.TLS != nil && s.TLS.CertFile != "" {
@@ -52,83 +52,97 @@ func (c *Config) applyDefaults(set map[string]bool) {
 			s.PublicBaseURL = scheme + "://127.0.0.1:" + p
 		}
 	}
-	dflt(set, "server.shutdown_grace", &s.ShutdownGrace, DefaultShutdownGrace)
-	dflt(set, "server.notify_body_limit", &s.NotifyBodyLimit, DefaultNotifyBodyLimit)
-	dflt(set, "server.callback_body_limit", &s.CallbackBodyLimit, DefaultCallbackBodyLimit)
-	dflt(set, "server.callback_batch", &s.CallbackBatch, DefaultCallbackBatch)
-
-	db := &c.Database
-	dflt(set, "database.driver", &db.Driver, DefaultDriver)
-	if db.Driver == "sqlite" {
-		dflt(set, "database.dsn", &db.DSN, DefaultSQLiteDSN)
+	if s.Instance == "" {
+		host, _ := os.Hostname()
+		s.Instance = host + ":" + strconv.Itoa(os.Getpid())
 	}
-	dflt(set, "database.max_open_conns", &db.MaxOpenConns, 32)
-	// As many idle as open: the jobs run 32 calls at once by default, and a
-	// smaller idle pool closes and reopens connections on every batch.
-	dflt(set, "database.max_idle_conns", &db.MaxIdleConns, 32)
-	dflt(set, "database.conn_max_lifetime", &db.ConnMaxLife, 30*time.Minute)
-
-	for i := range c.Institutions {
-		in := &c.Institutions[i]
-		p := indexPath("institutions", i)
-		dflt(set, p+".timeout", &in.Timeout, 10*time.Second)
-		dflt(set, p+".retries", &in.Retries, 2)
-		dflt(set, p+".max_concurrent", &in.MaxConcurrent, 8)
-		dflt(set, p+".breaker_failures", &in.BreakerFailures, 5)
-		dflt(set, p+".breaker_open_for", &in.BreakerOpenFor, 30*time.Second)
-		ci := &in.Cipher
-		dflt(set, p+".cipher.algorithm", &ci.Algorithm, "aes")
-		dflt(set, p+".cipher.mode", &ci.Mode, "ecb")
-		dflt(set, p+".cipher.iv", &ci.IV, "key")
-		dflt(set, p+".cipher.encoding", &ci.Encoding, "base64")
-		dflt(set, p+".cipher.key", &ci.Key, "raw")
-		dflt(set, p+".cipher.key_bits", &ci.KeyBits, 128)
-	}
-
-	j := &c.Jobs
-	dflt(set, "jobs.poll_pending", &j.PollPending, "@every 30s")
-	dflt(set, "jobs.recover_applying", &j.RecoverApplying, "@every 1m")
-	dflt(set, "jobs.pull_files", &j.PullFiles, "@every 1m")
-	dflt(set, "jobs.deliver_outbox", &j.DeliverOutbox, "@every 15s")
-	dflt(set, "jobs.reconcile", &j.Reconcile, "0 2 * * *")
-	dfltList(set, "jobs.poll_backoff", &j.PollBackoff, DefaultPollBackoff)
-	dfltList(set, "jobs.redelivery_backoff", &j.RedeliveryBackoff, DefaultRedeliveryBackoff)
-	dfltList(set, "jobs.apply_backoff", &j.ApplyBackoff, DefaultApplyBackoff)
-	dflt(set, "jobs.max_apply_attempts", &j.MaxApplyAttempts, 8)
-	dflt(set, "jobs.stale_after_opening", &j.StaleAfterOpening, 24*time.Hour)
-	dflt(set, "jobs.batch_size", &j.BatchSize, 100)
-	dflt(set, "jobs.concurrency", &j.Concurrency, 32)
-	dflt(set, "jobs.lease", &j.Lease, 2*time.Minute)
-
-	dflt(set, "log.level", &c.Log.Level, "info")
-	dflt(set, "log.format", &c.Log.Format, "auto")
-
-	if c.Sim != nil {
-		dflt(set, "sim.addr", &c.Sim.Addr, DefaultSimAddr)
-		dflt(set, "sim.pay_delay", &c.Sim.PayDelay, time.Second)
-		dflt(set, "sim.issue_delay", &c.Sim.IssueDelay, 2*time.Second)
+	if c.Database.Driver == "sqlite" && c.Database.DSN == "" {
+		c.Database.DSN = defaultSQLiteDSN
 	}
 }
 
-// dflt sets *p to v when *p is zero and, unless it is a string, was not
-// given explicitly.
-func dflt[T comparable](set map[string]bool, path string, p *T, v T) {
-	var zero T
-	if *p != zero {
-		return
+// fillDefaults sets each zero field of the struct v at path from its
+// `default` tag: strings whenever empty, other values only when not given
+// explicitly (set). It goes into nested structs, pointers to structs that
+// exist (an absent sim section stays absent) and every element of a list
+// of structs.
+func fillDefaults(v reflect.Value, path string, set map[string]bool) {
+	for _, f := range structFields(v.Type()) {
+		fv := v.FieldByIndex(f.Index)
+		fpath := joinPath(path, f.Name)
+		switch t := f.Type; {
+		case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
+			if !fv.IsNil() {
+				fillDefaults(fv.Elem(), fpath, set)
+			}
+		case t.Kind() == reflect.Struct:
+			fillDefaults(fv, fpath, set)
+		case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+			for i := 0; i < fv.Len(); i++ {
+				fillDefaults(fv.Index(i), indexPath(fpath, i), set)
+			}
+		default:
+			tag, ok := f.Tag.Lookup("default")
+			if !ok || !fv.IsZero() || set[fpath] && t.Kind() != reflect.String {
+				continue
+			}
+			if err := setDefault(fv, tag); err != nil {
+				panic(fmt.Sprintf("config: default of %s: %v", fpath, err)) // a wrong tag; TestDefaultTags catches it
+			}
+		}
 	}
-	if _, isString := any(v).(string); !isString && set[path] {
-		return
-	}
-	*p = v
 }
 
-// dfltList sets *p to a copy of v when the list was not given (an explicit
-// empty list stays empty, and validation refuses it).
-func dfltList[T any](set map[string]bool, path string, p *[]T, v []T) {
-	if len(*p) == 0 && !set[path] {
-		*p = append([]T(nil), v...)
+func setDefault(v reflect.Value, tag string) error {
+	if v.Kind() == reflect.Slice {
+		list, err := parseList(v.Type(), tag)
+		if err == nil {
+			v.Set(list)
+		}
+		return err
 	}
+	return setScalar(v, tag)
+}
+
+// Option is one configuration key as the configuration table documents it.
+type Option struct {
+	// Path is the key: sections joined by ".", institutions[] for a key of
+	// every institution.
+	Path string
+	// Default is the value filled in when the key is absent, as written in
+	// its tag, or how it is computed; "" when it has none.
+	Default string
+	Secret  bool
+}
+
+// Options lists every key of the configuration, in the order of the
+// structs, with its default: what the README's table must show.
+func Options() []Option {
+	var out []Option
+	var walk func(t reflect.Type, path string)
+	walk = func(t reflect.Type, path string) {
+		for _, f := range structFields(t) {
+			fpath := joinPath(path, f.Name)
+			switch ft := f.Type; {
+			case ft.Kind() == reflect.Pointer && ft.Elem().Kind() == reflect.Struct:
+				walk(ft.Elem(), fpath)
+			case ft.Kind() == reflect.Struct:
+				walk(ft, fpath)
+			case ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct:
+				walk(ft.Elem(), fpath+"[]")
+			default:
+				o := Option{Path: fpath, Secret: f.Tag.Get("secret") != ""}
+				if d, ok := f.Tag.Lookup("default"); ok {
+					o.Default = "`" + d + "`"
+				} else if d, ok := computed[fpath]; ok {
+					o.Default = d
+				}
+				out = append(out, o)
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
+	return out
 }
 
 // port returns the port of a host:port address, or "".
@@ -142,3 +156,4 @@ func port(addr string) string {
 	}
 	return p
 }
+

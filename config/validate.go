@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
 	"github.com/robfig/cron/v3"
@@ -18,6 +19,9 @@ import (
 
 // MinTokenLength is the shortest API token accepted.
 const MinTokenLength = 16
+
+// MaxInstanceLength bounds server.instance, which leads the lease tokens.
+const MaxInstanceLength = 80
 
 // scheduleParser parses the jobs' schedules: five fields or a descriptor
 // such as "@every 30s" or "@daily" (and an optional CRON_TZ= prefix).
@@ -90,6 +94,13 @@ func (c *Config) validateServer(v *validator) {
 		} else {
 			v.add("server.tls.key_file", "", "empty, but cert_file is set (give both files or neither)")
 		}
+	}
+	switch n := utf8.RuneCountInString(s.Instance); {
+	case n == 0:
+		v.add("server.instance", "", "empty")
+	case n > MaxInstanceLength:
+		// It leads every lease token: instance/job/random, in 128 characters.
+		v.add("server.instance", "", "longer than %d characters (%d)", MaxInstanceLength, n)
 	}
 	nonNegative(v, "server.shutdown_grace", s.ShutdownGrace)
 	if s.NotifyBodyLimit <= 0 {
@@ -215,6 +226,9 @@ func (c *Config) validateInstitutions(v *validator) {
 		}
 		if in.Retries < 0 {
 			add("retries", "must not be negative, got %d", in.Retries)
+		}
+		if in.RetryWait <= 0 {
+			add("retry_wait", "must be positive, got %s", in.RetryWait)
 		}
 		if in.BreakerFailures < 1 {
 			add("breaker_failures", "must be at least 1, got %d", in.BreakerFailures)

@@ -51,7 +51,7 @@ type corpusCase struct {
 // UTF-8; bad envelopes and keys; unknown and conflicting references — to the
 // real gateway (in process, real store, real cipher). Each must be answered
 // stat 0 with its errcode, leave orders, payments, files and events exactly
-// as they were, and add exactly one audit row, outcome rejected, with that
+// as they were, and add exactly one audit row, result rejected, with that
 // errcode. The unmodified bases are accepted at the end, which shows the
 // corpus fails for the reason each case names and that the database check
 // sees a change when there is one.
@@ -82,13 +82,13 @@ func runCorpus(t *testing.T, driver string) {
 	if len(cases) < 40 {
 		t.Fatalf("corpus has %d cases, want at least 40", len(cases))
 	}
-	outcomes := map[string]int{}
+	answers := map[string]int{}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := snapshot(t, db)
 			status, resp := postCase(t, gw, tc)
 			after := snapshot(t, db)
-			outcomes[resp.Errcode]++
+			answers[resp.Errcode]++
 
 			wantStatus := tc.status
 			if wantStatus == 0 {
@@ -111,21 +111,21 @@ func runCorpus(t *testing.T, driver string) {
 			switch {
 			case added != 1:
 				t.Errorf("%d audit rows added; want exactly 1", added)
-			case after.last.Outcome != model.OutcomeRejected || after.last.Errcode != tc.errcode || after.last.Kind != tc.kind ||
+			case after.last.Result != model.CallbackRejected || after.last.Errcode != tc.errcode || after.last.Kind != tc.kind ||
 				after.last.DedupKey != nil:
-				t.Errorf("audit row %+v; want kind %s, outcome rejected, errcode %s, no dedup key",
+				t.Errorf("audit row %+v; want kind %s, result rejected, errcode %s, no dedup key",
 					after.last, tc.kind, tc.errcode)
 			}
 		})
 	}
-	codes := make([]string, 0, len(outcomes))
-	for c := range outcomes {
+	codes := make([]string, 0, len(answers))
+	for c := range answers {
 		codes = append(codes, c)
 	}
 	sort.Strings(codes)
 	var summary []string
 	for _, c := range codes {
-		summary = append(summary, fmt.Sprintf("%s ×%d", c, outcomes[c]))
+		summary = append(summary, fmt.Sprintf("%s ×%d", c, answers[c]))
 	}
 	t.Logf("corpus of %d malformed callbacks on %s: %s", len(cases), driver, strings.Join(summary, ", "))
 
@@ -138,7 +138,7 @@ func runCorpus(t *testing.T, driver string) {
 	}{
 		{"paystate", "paystate", corpusJSON(t, basePayState(), nil), func(o *model.Order) bool { return o.PaidAmount.StringFixed(2) == "100.00" }, "CORPUS-0001"},
 		{"applynotify", "applynotify", corpusJSON(t, baseNotify(), nil), func(o *model.Order) bool {
-			return o.Status == model.StatusIssued && o.BHNo() == "BH-CORPUS-1"
+			return o.Status == model.StatusIssued && o.GuaranteeNo.String == "BH-CORPUS-1"
 		}, "CORPUS-0001"},
 		{"release", "release", corpusJSON(t, baseRelease(), nil), func(o *model.Order) bool { return o.Status == model.StatusCancelled }, "CORPUS-0002"},
 	} {
@@ -151,7 +151,7 @@ func runCorpus(t *testing.T, driver string) {
 		}
 		if status != http.StatusOK || resp.Stat != 1 || after.tables == before.tables || !ctl.check(o) {
 			t.Errorf("control %s: HTTP %d %+v, state changed %v, order %s %s; want it accepted and stored",
-				ctl.name, status, resp, after.tables != before.tables, o.Status, o.BHNo())
+				ctl.name, status, resp, after.tables != before.tables, o.Status, o.GuaranteeNo.String)
 		}
 	}
 }
@@ -197,7 +197,7 @@ func seedCorpusOrders(t testing.TB, store *model.Store) {
 		to   model.Status
 		bhno string
 	}{{"CORPUS-0002", model.StatusIssued, "BH-CORPUS-2"}, {"CORPUS-0003", model.StatusCancelled, "BH-CORPUS-3"}} {
-		moved, err := store.MoveOrder(o.no, []model.Status{model.StatusProcessing}, o.to, model.Changes{"guarantee_no": o.bhno})
+		moved, err := store.MoveOrder(o.no, []model.Status{model.StatusProcessing}, o.to, model.OrderChange{}.GuaranteeNo(o.bhno))
 		if err != nil || !moved {
 			t.Fatalf("seed %s: %v %v", o.no, moved, err)
 		}
@@ -493,8 +493,8 @@ func snapshot(t testing.TB, db *sql.DB) dbState {
 		t.Fatal(err)
 	}
 	var key sql.NullString
-	err = db.QueryRow("SELECT id, kind, org_code, outcome, errcode, dedup_key FROM callbacks ORDER BY id DESC LIMIT 1").
-		Scan(&s.last.ID, &s.last.Kind, &s.last.OrgCode, &s.last.Outcome, &s.last.Errcode, &key)
+	err = db.QueryRow("SELECT id, kind, org_code, result, errcode, dedup_key FROM callbacks ORDER BY id DESC LIMIT 1").
+		Scan(&s.last.ID, &s.last.Kind, &s.last.OrgCode, &s.last.Result, &s.last.Errcode, &key)
 	if err != nil && err != sql.ErrNoRows {
 		t.Fatal(err)
 	}

@@ -304,7 +304,7 @@ type tally struct {
 // verifyStored compares what the institution was told with what the
 // database holds, reading it directly:
 //   - a callback's effect is stored when its audit row carries the dedup
-//     key (outcome accepted or late); a paystate's also has its payment row,
+//     key (result accepted or late); a paystate's also has its payment row,
 //     written in the same transaction;
 //   - no payment row and no accepted audit row that no callback explains;
 //   - each order's paid and refunded amounts are the sums of its stored
@@ -338,8 +338,8 @@ func verifyStored(t *testing.T, store *model.Store, orders []string, cbs []*call
 			if r.DedupKey == nil {
 				continue
 			}
-			if r.Outcome != model.OutcomeAccepted && r.Outcome != model.OutcomeLate {
-				t.Errorf("audit row %d of %s has a dedup key and outcome %q", r.ID, no, r.Outcome)
+			if r.Result != model.CallbackAccepted && r.Result != model.CallbackLate {
+				t.Errorf("audit row %d of %s has a dedup key and result %q", r.ID, no, r.Result)
 			}
 			if !planned[r.BodySha256] {
 				t.Errorf("audit row %d of %s: an accepted %s that no callback of the test sent", r.ID, no, r.Kind)
@@ -422,8 +422,8 @@ func verifyStored(t *testing.T, store *model.Store, orders []string, cbs []*call
 		}
 		bhno, issued := issuedStored[no]
 		switch {
-		case issued && (o.Status != model.StatusIssued || o.BHNo() != bhno):
-			t.Errorf("order %s: its issuance notice (%s) is stored, but the order is %s with bhno %q", no, bhno, o.Status, o.BHNo())
+		case issued && (o.Status != model.StatusIssued || o.GuaranteeNo.String != bhno):
+			t.Errorf("order %s: its issuance notice (%s) is stored, but the order is %s with bhno %q", no, bhno, o.Status, o.GuaranteeNo.String)
 		case !issued && o.Status != model.StatusProcessing:
 			t.Errorf("order %s is %s, but no issuance notice of it is stored", no, o.Status)
 		}

@@ -524,7 +524,7 @@ func seedOrders(t testing.TB, store *model.Store, org, prefix string, n int) []s
 			t.Fatalf("seed order: %v", err)
 		}
 		moved, err := store.MoveOrder(o.OrderNo, []model.Status{model.StatusApplying}, model.StatusProcessing,
-			model.Changes{"continue_url": "https://bank.example/continue/" + o.OrderNo})
+			model.OrderChange{}.Links(model.Links{ContinueURL: "https://bank.example/continue/" + o.OrderNo}))
 		if err != nil || !moved {
 			t.Fatalf("seed order %s to processing: %v %v", o.OrderNo, moved, err)
 		}

@@ -187,13 +187,13 @@ type pushView struct {
 	} `json:"deliveries"`
 }
 
-// countCalls counts the recorded xmstate calls with that outcome ("" for all).
-func countCalls(t *testing.T, db *sql.DB, outcome string) int {
+// countCalls counts the recorded xmstate calls with that result ("" for all).
+func countCalls(t *testing.T, db *sql.DB, result string) int {
 	t.Helper()
 	q, args := "SELECT COUNT(*) FROM outbound_calls WHERE endpoint = 'xmstate'", []any{}
-	if outcome != "" {
-		q += " AND outcome = ?"
-		args = append(args, outcome)
+	if result != "" {
+		q += " AND result = ?"
+		args = append(args, result)
 	}
 	var n int
 	if err := db.QueryRow(q, args...).Scan(&n); err != nil {

@@ -96,16 +96,16 @@ func (s *server) apply(c *gin.Context) {
 	if !ok {
 		return
 	}
-	v, outcome, err := s.Service.Apply(c.Request.Context(), b)
+	v, st, err := s.Service.Apply(c.Request.Context(), b)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	switch outcome {
-	case service.ApplyCreated:
+	switch st {
+	case service.ApplyAccepted:
 		c.Header("Location", "/v1/guarantees/"+v.OrderNo)
 		c.JSON(http.StatusCreated, v)
-	case service.ApplyPending:
+	case service.ApplyUnconfirmed:
 		c.Header("Location", "/v1/guarantees/"+v.OrderNo)
 		c.JSON(http.StatusAccepted, v)
 	default:

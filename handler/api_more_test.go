@@ -1,6 +1,7 @@
 package handler_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/handler/handlertest"
 	"github.com/procurement/gateway/service"
 )
@@ -152,11 +154,11 @@ func TestAPICost(t *testing.T) {
 }
 
 type apiPush struct {
-	ID         int64  `json:"id"`
-	XMCode     string `json:"xmcode"`
-	BDCode     string `json:"bdcode"`
-	State      string `json:"state"`
-	Deliveries []struct {
+	ID          int64  `json:"id"`
+	ProjectCode string `json:"xmcode"`
+	LotCode     string `json:"bdcode"`
+	State       string `json:"state"`
+	Deliveries  []struct {
 		ID            int64  `json:"id"`
 		OrgCode       string `json:"orgcode"`
 		Status        string `json:"status"`
@@ -211,7 +213,7 @@ func TestAPIProjectState(t *testing.T) {
 		p := apiDecode[apiPush](t, apiWant(t, a.st, a.body, http.StatusAccepted))
 		check := func(p apiPush) {
 			t.Helper()
-			if p.ID == 0 || p.XMCode != "XM-1" || p.BDCode != "BD-1" || p.State != "2" || len(p.Deliveries) != 2 {
+			if p.ID == 0 || p.ProjectCode != "XM-1" || p.LotCode != "BD-1" || p.State != "2" || len(p.Deliveries) != 2 {
 				t.Fatalf("push %+v", p)
 			}
 			d1, d2 := p.Deliveries[0], p.Deliveries[1]
@@ -285,15 +287,25 @@ func TestAPIRetryDelivery(t *testing.T) {
 		t.Parallel()
 		ok, failing := newStubInst(t, "P1", 0), newStubInst(t, "P2", 0)
 		failing.set(epXMState, stubAnswer{Mode: stub500})
-		// No redelivery steps: a delivery whose first attempt fails is dead.
-		g := apiStartWith(t, handlertest.Options{Driver: driver,
-			Settings: service.Settings{RedeliveryBackoff: []time.Duration{}}}, ok, failing)
+		// One redelivery step: the delivery whose first attempt fails is
+		// dead after the redelivery job's attempt.
+		g := apiStartWith(t, handlertest.Options{Driver: driver, Configure: func(c *config.Config) {
+			c.Jobs.RedeliveryBackoff = []time.Duration{time.Millisecond}
+		}}, ok, failing)
 		apiProcessing(t, g, ok, "RD1", "QY1", "BD-1")
 		apiProcessing(t, g, failing, "RD2", "QY2", "BD-1")
 		st, body := g.API(t, http.MethodPost, "/v1/projects/state", apiProjectState("XM-1", "BD-1", "1"))
 		p := apiDecode[apiPush](t, apiWant(t, st, body, http.StatusAccepted))
-		if len(p.Deliveries) != 2 || p.Deliveries[0].Status != "delivered" || p.Deliveries[1].Status != "dead" {
+		if len(p.Deliveries) != 2 || p.Deliveries[0].Status != "delivered" || p.Deliveries[1].Status != "pending" {
 			t.Fatalf("deliveries %+v", p.Deliveries)
+		}
+		time.Sleep(5 * time.Millisecond) // the one step
+		if _, err := g.Jobs().RunOnce(context.Background(), service.JobDeliverOutbox); err != nil {
+			t.Fatal(err)
+		}
+		st, body = g.API(t, http.MethodGet, fmt.Sprintf("/v1/projects/state/%d", p.ID), nil)
+		if p := apiDecode[apiPush](t, apiWant(t, st, body, http.StatusOK)); p.Deliveries[1].Status != "dead" {
+			t.Fatalf("after the last attempt: %+v", p.Deliveries[1])
 		}
 		delivered, dead := p.Deliveries[0].ID, p.Deliveries[1].ID
 
@@ -307,7 +319,7 @@ func TestAPIRetryDelivery(t *testing.T) {
 			Status   string `json:"status"`
 			Attempts int    `json:"attempts"`
 		}](t, apiWant(t, st, body, http.StatusAccepted))
-		if d.ID != dead || d.OrgCode != "P2" || d.Status != "pending" || d.Attempts != 1 {
+		if d.ID != dead || d.OrgCode != "P2" || d.Status != "pending" || d.Attempts != 2 {
 			t.Errorf("re-armed delivery %+v", d)
 		}
 		st, body = g.API(t, http.MethodGet, fmt.Sprintf("/v1/projects/state/%d", p.ID), nil)

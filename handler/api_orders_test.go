@@ -139,7 +139,7 @@ func TestAPIRefresh(t *testing.T) {
 			wantStatus int
 			wantCode   string
 			wantOrder  string
-			wantBhno   string
+			wantGuaranteeNo   string
 			wantCalls  int
 		}{
 			{"unknown order", "NOSUCH", stubAnswer{}, 404, "not_found", "", "", 0},
@@ -159,8 +159,8 @@ func TestAPIRefresh(t *testing.T) {
 					apiWantError(t, st, body, c.wantStatus, c.wantCode, "")
 				} else {
 					o := apiDecode[apiOrder](t, apiWant(t, st, body, c.wantStatus))
-					if o.Status != c.wantOrder || o.Bhno != c.wantBhno {
-						t.Errorf("answered %s bhno %q, want %s %q", o.Status, o.Bhno, c.wantOrder, c.wantBhno)
+					if o.Status != c.wantOrder || o.Bhno != c.wantGuaranteeNo {
+						t.Errorf("answered %s bhno %q, want %s %q", o.Status, o.Bhno, c.wantOrder, c.wantGuaranteeNo)
 					}
 				}
 				if n := in.calls(epQuery) - before; n < c.wantCalls || c.wantCalls == 0 && n != 0 {
@@ -456,12 +456,12 @@ func TestAPIEvents(t *testing.T) {
 		st, body = g.API(t, http.MethodGet, "/v1/guarantees/E1/events", nil)
 		evs := apiDecode[struct {
 			Items []struct {
-				At      int64  `json:"at"`
-				Source  string `json:"source"`
-				Name    string `json:"name"`
-				From    string `json:"from_status"`
-				To      string `json:"to_status"`
-				Outcome string `json:"outcome"`
+				At     int64  `json:"at"`
+				Source string `json:"source"`
+				Name   string `json:"name"`
+				From   string `json:"from_status"`
+				To     string `json:"to_status"`
+				Result string `json:"outcome"`
 			} `json:"items"`
 		}](t, apiWant(t, st, body, http.StatusOK)).Items
 		var got []string
@@ -475,9 +475,9 @@ func TestAPIEvents(t *testing.T) {
 					got = append(got, "status "+e.From+">"+e.To)
 				}
 			case "call":
-				got = append(got, "call "+e.Name+" "+e.Outcome)
+				got = append(got, "call "+e.Name+" "+e.Result)
 			case "callback":
-				got = append(got, "callback "+e.Name+" "+e.Outcome)
+				got = append(got, "callback "+e.Name+" "+e.Result)
 			}
 		}
 		want := []string{

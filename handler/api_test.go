@@ -161,9 +161,9 @@ func apiProcessing(t testing.TB, g *handlertest.Gateway, in *stubInst, orderNo, 
 // apiRoutes returns the routes the gateway registered.
 func apiRoutes(t testing.TB, g *handlertest.Gateway) gin.RoutesInfo {
 	t.Helper()
-	e, ok := g.Server.Config.Handler.(*gin.Engine)
+	e, ok := g.Handler().(*gin.Engine)
 	if !ok {
-		t.Fatalf("handler is %T, not *gin.Engine", g.Server.Config.Handler)
+		t.Fatalf("handler is %T, not *gin.Engine", g.Handler())
 	}
 	return e.Routes()
 }
@@ -232,7 +232,7 @@ func TestAPIAuth(t *testing.T) {
 
 func TestAPIUnknownRoute(t *testing.T) {
 	t.Parallel()
-	g := apiStart(t, "sqlite")
+	g := apiStart(t, "sqlite", newStubInst(t, "BANK01", 0))
 	for _, c := range []struct{ method, path string }{
 		{http.MethodGet, "/v1/nothing"},
 		{http.MethodDelete, "/v1/guarantees/X1"},

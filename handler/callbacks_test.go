@@ -23,6 +23,7 @@ import (
 	mysqldrv "github.com/go-sql-driver/mysql"
 	"github.com/shopspring/decimal"
 
+	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/crypto"
 	"github.com/procurement/gateway/handler/handlertest"
 	"github.com/procurement/gateway/model"
@@ -321,11 +322,11 @@ func mustEvents(t testing.TB, g *handlertest.Gateway, orderNo string) []model.Ev
 	return evs
 }
 
-// outcomes lists the outcome of each callback row, oldest first.
-func outcomes(cbs []model.Callback) []string {
+// results lists the result of each callback row, oldest first.
+func results(cbs []model.Callback) []string {
 	out := make([]string, len(cbs))
 	for i, c := range cbs {
-		out[i] = c.Outcome + "/" + c.Errcode
+		out[i] = c.Result + "/" + c.Errcode
 	}
 	return out
 }
@@ -470,7 +471,7 @@ func TestCallbackRefusals(t *testing.T) {
 					t.Fatalf("callbacks audited under %q: %d, want %d", c.auditedAs, len(cbs), before+1)
 				}
 				last := cbs[len(cbs)-1]
-				if last.Outcome != model.OutcomeRejected || last.Errcode != c.code || last.Kind != c.kind ||
+				if last.Result != model.CallbackRejected || last.Errcode != c.code || last.Kind != c.kind ||
 					last.DedupKey != nil || last.BodySize != int64(len(body)) || last.BodySha256 != sha(body) {
 					t.Errorf("audit row: %+v", last)
 				}
@@ -481,8 +482,8 @@ func TestCallbackRefusals(t *testing.T) {
 		}
 		// Nothing of all that reached the order.
 		o := mustOrder(t, f.Gateway, orderNo)
-		if o.Status != model.StatusProcessing || o.BHNo() != "" || !o.PaidAmount.IsZero() {
-			t.Errorf("order changed by refused callbacks: %s bhno %q paid %s", o.Status, o.BHNo(), o.PaidAmount)
+		if o.Status != model.StatusProcessing || o.GuaranteeNo.String != "" || !o.PaidAmount.IsZero() {
+			t.Errorf("order changed by refused callbacks: %s bhno %q paid %s", o.Status, o.GuaranteeNo.String, o.PaidAmount)
 		}
 		if pays := mustPayments(t, f.Gateway, orderNo); len(pays) != 0 {
 			t.Errorf("payments after refusals: %d", len(pays))
@@ -552,13 +553,13 @@ func TestCallbackConflicts(t *testing.T) {
 					t.Fatalf("callbacks of %q: %d, want %d (the refusal recorded)", c.orderNo, len(cbs), before+1)
 				}
 				last := cbs[len(cbs)-1]
-				if last.Outcome != model.OutcomeRejected || last.Errcode != c.code || last.OrgCode != orgECB || last.GuaranteeNo != c.bhno {
+				if last.Result != model.CallbackRejected || last.Errcode != c.code || last.OrgCode != orgECB || last.GuaranteeNo != c.bhno {
 					t.Errorf("recorded as %+v", last)
 				}
 				if was != nil {
 					now := mustOrder(t, f.Gateway, c.orderNo)
-					if now.Status != was.Status || now.BHNo() != was.BHNo() || !now.UpdatedAt.Equal(was.UpdatedAt) || !now.PaidAmount.Equal(was.PaidAmount) {
-						t.Errorf("order changed: was %s %q, now %s %q", was.Status, was.BHNo(), now.Status, now.BHNo())
+					if now.Status != was.Status || now.GuaranteeNo.String != was.GuaranteeNo.String || !now.UpdatedAt.Equal(was.UpdatedAt) || !now.PaidAmount.Equal(was.PaidAmount) {
+						t.Errorf("order changed: was %s %q, now %s %q", was.Status, was.GuaranteeNo.String, now.Status, now.GuaranteeNo.String)
 					}
 				}
 			})
@@ -620,7 +621,7 @@ func TestPayState(t *testing.T) {
 		}
 
 		cbs := mustCallbacks(t, f.Gateway, orderNo)
-		got := outcomes(cbs)
+		got := results(cbs)
 		wantOutcomes := []string{"accepted/000000", "accepted/000000", "accepted/000000", "duplicate/000000", "accepted/000000"}
 		if strings.Join(got, " ") != strings.Join(wantOutcomes, " ") {
 			t.Errorf("callbacks: %v, want %v", got, wantOutcomes)
@@ -631,8 +632,8 @@ func TestPayState(t *testing.T) {
 			if c.OrgCode != orgECB || c.Kind != "paystate" || c.ReceivedAt.IsZero() || time.Since(c.ReceivedAt) > time.Hour {
 				t.Errorf("callback %d: %+v", i, c)
 			}
-			if (c.DedupKey != nil) != (c.Outcome == model.OutcomeAccepted) {
-				t.Errorf("callback %d (%s) dedup key %v", i, c.Outcome, c.DedupKey)
+			if (c.DedupKey != nil) != (c.Result == model.CallbackAccepted) {
+				t.Errorf("callback %d (%s) dedup key %v", i, c.Result, c.DedupKey)
 			}
 		}
 		if cbs[0].DedupKey == nil || *cbs[0].DedupKey != pays[0].DedupKey || pays[0].CallbackID != cbs[0].ID {
@@ -688,10 +689,10 @@ func TestPayStateConcurrent(t *testing.T) {
 			decimalEq(t, "paid_amount", mustOrder(t, f.Gateway, orderNo).PaidAmount, "88.80")
 			counts := map[string]int{}
 			for _, c := range mustCallbacks(t, f.Gateway, orderNo) {
-				counts[c.Outcome]++
+				counts[c.Result]++
 			}
-			if counts[model.OutcomeAccepted] != 1 || counts[model.OutcomeDuplicate] != n-1 {
-				t.Errorf("callback outcomes: %v, want 1 accepted and %d duplicates", counts, n-1)
+			if counts[model.CallbackAccepted] != 1 || counts[model.CallbackDuplicate] != n-1 {
+				t.Errorf("callback results: %v, want 1 accepted and %d duplicates", counts, n-1)
 			}
 		})
 		t.Run("distinct payments of one order", func(t *testing.T) {
@@ -776,7 +777,7 @@ func TestApplyNotify(t *testing.T) {
 			if o := mustOrder(t, f.Gateway, orderNo); o.Status != model.StatusFailed {
 				t.Errorf("late processing moved a failed order to %s", o.Status)
 			}
-			got := outcomes(mustCallbacks(t, f.Gateway, orderNo))
+			got := results(mustCallbacks(t, f.Gateway, orderNo))
 			if strings.Join(got, " ") != "accepted/000000 accepted/000000 duplicate/000000 duplicate/000000" {
 				// The late processing repeats the first notice's dedup key.
 				t.Errorf("callbacks: %v", got)
@@ -791,7 +792,7 @@ func TestApplyNotify(t *testing.T) {
 			expect(t, "issued", ok)(f.Callback(t, orgECB, "applynotify", notice))
 
 			o := mustOrder(t, f.Gateway, orderNo)
-			if o.Status != model.StatusIssued || o.BHNo() != "BH-2025-0001" || o.FilePending ||
+			if o.Status != model.StatusIssued || o.GuaranteeNo.String != "BH-2025-0001" || o.FilePending ||
 				o.IssuerName != "某某银行杭州分行" || o.IssuerAddress != "杭州市西湖区某某路1号" || o.IssuerPhone != "0571-88888888" ||
 				o.IssuedAt == nil || !o.IssuedAt.Equal(issuedAt) || o.Remark != "准予出函" {
 				t.Errorf("issued order: %+v", o)
@@ -812,11 +813,11 @@ func TestApplyNotify(t *testing.T) {
 			expect(t, "late processing", ok)(f.Callback(t, orgECB, "applynotify", notifyParams(orderNo, "2", "", nil)))
 			expect(t, "repeated issuance", ok)(f.Callback(t, orgECB, "applynotify", notice))
 			o2 := mustOrder(t, f.Gateway, orderNo)
-			if o2.Status != model.StatusIssued || o2.BHNo() != "BH-2025-0001" || !o2.UpdatedAt.Equal(o.UpdatedAt) {
-				t.Errorf("after late notices: %s %q updated %s (was %s)", o2.Status, o2.BHNo(), o2.UpdatedAt, o.UpdatedAt)
+			if o2.Status != model.StatusIssued || o2.GuaranteeNo.String != "BH-2025-0001" || !o2.UpdatedAt.Equal(o.UpdatedAt) {
+				t.Errorf("after late notices: %s %q updated %s (was %s)", o2.Status, o2.GuaranteeNo.String, o2.UpdatedAt, o.UpdatedAt)
 			}
 			cbs := mustCallbacks(t, f.Gateway, orderNo)
-			if got := outcomes(cbs); strings.Join(got, " ") != "accepted/000000 late/000000 duplicate/000000" {
+			if got := results(cbs); strings.Join(got, " ") != "accepted/000000 late/000000 duplicate/000000" {
 				t.Errorf("callbacks: %v", got)
 			}
 			evs := mustEvents(t, f.Gateway, orderNo)
@@ -835,8 +836,8 @@ func TestApplyNotify(t *testing.T) {
 			delete(notice, "bhcretime")
 			expect(t, "issued without file", ok)(f.Callback(t, orgECB, "applynotify", notice))
 			o := mustOrder(t, f.Gateway, orderNo)
-			if o.Status != model.StatusIssued || !o.FilePending || o.BHNo() != "BH-2025-0002" {
-				t.Fatalf("issued without file: %s pending %v bhno %q", o.Status, o.FilePending, o.BHNo())
+			if o.Status != model.StatusIssued || !o.FilePending || o.GuaranteeNo.String != "BH-2025-0002" {
+				t.Fatalf("issued without file: %s pending %v bhno %q", o.Status, o.FilePending, o.GuaranteeNo.String)
 			}
 			ev := eventNamed(mustEvents(t, f.Gateway, orderNo), "issued_incomplete")
 			if ev == nil || !strings.Contains(ev.Detail, "bhfile") || !strings.Contains(ev.Detail, "bhcretime") {
@@ -860,7 +861,7 @@ func TestApplyNotify(t *testing.T) {
 			}
 			// And that second notice again is a repeat.
 			expect(t, "repeat", ok)(f.Callback(t, orgECB, "applynotify", notifyParams(orderNo, "1", "BH-2025-0002", pdf)))
-			if got := outcomes(mustCallbacks(t, f.Gateway, orderNo)); strings.Join(got, " ") != "accepted/000000 accepted/000000 duplicate/000000" {
+			if got := results(mustCallbacks(t, f.Gateway, orderNo)); strings.Join(got, " ") != "accepted/000000 accepted/000000 duplicate/000000" {
 				t.Errorf("callbacks: %v", got)
 			}
 		})
@@ -920,7 +921,7 @@ func TestRelease(t *testing.T) {
 		if o := mustOrder(t, f.Gateway, cancelled); o.Status != model.StatusCancelled || o.ActiveSlot != nil {
 			t.Errorf("after release 1: %s slot %v", o.Status, o.ActiveSlot)
 		}
-		if got := outcomes(mustCallbacks(t, f.Gateway, cancelled)); strings.Join(got, " ") != "accepted/000000 accepted/000000 duplicate/000000" {
+		if got := results(mustCallbacks(t, f.Gateway, cancelled)); strings.Join(got, " ") != "accepted/000000 accepted/000000 duplicate/000000" {
 			t.Errorf("callbacks: %v", got)
 		}
 
@@ -943,7 +944,7 @@ func TestRelease(t *testing.T) {
 			t.Errorf("late issuance moved a surrendered order to %s", o.Status)
 		}
 		cbs := mustCallbacks(t, f.Gateway, surrendered)
-		if got := outcomes(cbs); strings.Join(got, " ") != "accepted/000000 accepted/000000 late/000000" {
+		if got := results(cbs); strings.Join(got, " ") != "accepted/000000 accepted/000000 late/000000" {
 			t.Errorf("callbacks: %v", got)
 		}
 		if ev := eventNamed(mustEvents(t, f.Gateway, surrendered), "late_notice"); ev == nil || *ev.RefID != cbs[2].ID {
@@ -984,8 +985,8 @@ func TestCallbackCiphers(t *testing.T) {
 				expect(t, "released", ok)(f.Callback(t, org, "release", releaseParams(bhno, wire.ReleaseSurrendered)))
 
 				o := mustOrder(t, f.Gateway, orderNo)
-				if o.Status != model.StatusSurrendered || o.BHNo() != bhno {
-					t.Errorf("order: %s %q", o.Status, o.BHNo())
+				if o.Status != model.StatusSurrendered || o.GuaranteeNo.String != bhno {
+					t.Errorf("order: %s %q", o.Status, o.GuaranteeNo.String)
 				}
 				pays := mustPayments(t, f.Gateway, orderNo)
 				if len(pays) == 0 || pays[0].OrgCode != org || !pays[0].Amount.Equal(decimal.RequireFromString("12.34")) {
@@ -1071,10 +1072,10 @@ func TestCallbackBodies(t *testing.T) {
 			// how much, never the body.
 			cbs := mustCallbacks(t, f.Gateway, "")
 			if len(cbs) != 3 {
-				t.Fatalf("%d audit rows for 3 bodies over the limit: %v", len(cbs), outcomes(cbs))
+				t.Fatalf("%d audit rows for 3 bodies over the limit: %v", len(cbs), results(cbs))
 			}
 			for i, cb := range cbs {
-				if cb.Outcome != model.OutcomeRejected || cb.Errcode != wire.CodeBadParam || cb.OrgCode != orgECB ||
+				if cb.Result != model.CallbackRejected || cb.Errcode != wire.CodeBadParam || cb.OrgCode != orgECB ||
 					cb.BodySize <= 64<<10 || cb.BodySha256 != "" || cb.DedupKey != nil {
 					t.Errorf("audit row %d: %+v", i, cb)
 				}
@@ -1133,7 +1134,9 @@ func TestCallbackLargePDF(t *testing.T) {
 		if driver == "mysql" {
 			ensureMaxPacket(t, 64<<20)
 		}
-		f := start(t, driver, func(o *handlertest.Options) { o.NotifyBodyLimit = 40 << 20 })
+		f := start(t, driver, func(o *handlertest.Options) {
+			o.Configure = func(c *config.Config) { c.Server.NotifyBodyLimit = 40 << 20 }
+		})
 		if got := f.order(t, orgECB); got != orderNo {
 			t.Fatalf("first order is %s, not %s", got, orderNo)
 		}
@@ -1222,8 +1225,8 @@ func TestCallbackLog(t *testing.T) {
 		Institution *string `json:"institution"`
 		Kind        string  `json:"kind"`
 		OrderNo     string  `json:"orderno"`
-		BHNo        string  `json:"bhno"`
-		Outcome     string  `json:"outcome"`
+		GuaranteeNo string  `json:"bhno"`
+		Result      string  `json:"result"`
 		Errcode     string  `json:"errcode"`
 		Latency     *int64  `json:"latency_ms"`
 	}
@@ -1234,13 +1237,13 @@ func TestCallbackLog(t *testing.T) {
 		if err := json.Unmarshal([]byte(raw), &l); err != nil {
 			t.Fatalf("not a JSON log line: %q", raw)
 		}
-		if l.Kind == "" || l.Outcome == "" {
+		if l.Kind == "" || l.Result == "" {
 			continue // not a callback's line
 		}
 		if l.Institution == nil || l.Latency == nil || l.Errcode == "" {
 			t.Errorf("callback line lacks fields: %s", raw)
 		}
-		got = append(got, strings.Join([]string{*l.Institution, l.Kind, l.OrderNo, l.BHNo, l.Outcome, l.Errcode}, "|"))
+		got = append(got, strings.Join([]string{*l.Institution, l.Kind, l.OrderNo, l.GuaranteeNo, l.Result, l.Errcode}, "|"))
 	}
 	wantLines := []string{
 		"BANK01|paystate|" + orderNo + "||accepted|000000",

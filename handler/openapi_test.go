@@ -25,11 +25,12 @@ import (
 	"github.com/procurement/gateway/handler"
 	"github.com/procurement/gateway/handler/handlertest"
 	"github.com/procurement/gateway/model"
+	"github.com/procurement/gateway/model/modeltest"
 	"github.com/procurement/gateway/wire"
 )
 
-// openapiPath is the document main embeds and serves at /openapi.yaml.
-const openapiPath = "../openapi.yaml"
+// openapiPath is the document the handler embeds and serves at /openapi.yaml.
+const openapiPath = "openapi.yaml"
 
 // openapiLoad loads and validates the document.
 func openapiLoad(t testing.TB) (*openapi3.T, []byte) {
@@ -54,16 +55,16 @@ var ginParam = regexp.MustCompile(`:([A-Za-z_][A-Za-z0-9_]*)`)
 
 // openapiServer is the real server with no service behind it: enough to
 // list its routes and serve the document, which touch no service.
-func openapiServer(t testing.TB, doc []byte) http.Handler {
+func openapiServer(t testing.TB) http.Handler {
 	t.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	return handler.NewServer(handler.Deps{Log: log, Tokens: []string{handlertest.Token}, OpenAPI: doc})
+	return handler.NewServer(handler.Deps{Log: log, Tokens: []string{handlertest.Token}})
 }
 
 func TestOpenAPIDocument(t *testing.T) {
-	doc, raw := openapiLoad(t)
-	h := openapiServer(t, raw)
+	doc, _ := openapiLoad(t)
+	h := openapiServer(t)
 	engine, ok := h.(*gin.Engine)
 	if !ok {
 		t.Fatalf("NewServer returned %T, not *gin.Engine", h)
@@ -128,7 +129,7 @@ func TestOpenAPIDocument(t *testing.T) {
 
 func TestOpenAPIServed(t *testing.T) {
 	_, raw := openapiLoad(t)
-	srv := httptest.NewServer(openapiServer(t, raw))
+	srv := httptest.NewServer(openapiServer(t))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/openapi.yaml") // no token: the document is public
 	if err != nil {
@@ -360,9 +361,7 @@ func TestOpenAPIAnswers(t *testing.T) {
 		st, b = c.check(t, "POST", "/v1/deliveries/{id}/retry", id(999999), "", nil, "", true, nil)
 		want(st, b, 404)
 		// As the redelivery job leaves a delivery that ran out of attempts.
-		if _, err := g.Store.UpdateDelivery(p.Deliveries[1].ID, model.Changes{"status": model.DeliveryDead}, nil); err != nil {
-			t.Fatal(err)
-		}
+		modeltest.Exec(t, g.Store, "UPDATE deliveries SET status = ? WHERE id = ?", model.DeliveryDead, p.Deliveries[1].ID)
 		st, b = c.check(t, "POST", "/v1/deliveries/{id}/retry", id(p.Deliveries[1].ID), "", nil, "", true, nil)
 		want(st, b, 202)
 

@@ -14,7 +14,7 @@ func (s *server) healthz(c *gin.Context) {
 // readyz pings the database with a short timeout: a load balancer stops
 // sending callbacks to an instance that could not store them.
 func (s *server) readyz(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), s.ReadyTimeout)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), readyTimeout)
 	defer cancel()
 	if err := s.Service.Ready(ctx); err != nil {
 		s.logger(c).WithError(err).Warn("not ready")
@@ -33,9 +33,5 @@ func (s *server) metrics(c *gin.Context) {
 }
 
 func (s *server) openapi(c *gin.Context) {
-	if len(s.OpenAPI) == 0 {
-		c.Status(http.StatusNotFound)
-		return
-	}
-	c.Data(http.StatusOK, "application/yaml", s.OpenAPI)
+	c.Data(http.StatusOK, "application/yaml", OpenAPI)
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	_ "embed"
 	"encoding/hex"
 	"net/http"
 	"strings"
@@ -27,13 +28,21 @@ type Deps struct {
 	Log     logrus.FieldLogger
 	Tokens  []string     // bearer tokens of the bidding module
 	Metrics http.Handler // /metrics; nil serves 404
-	OpenAPI []byte       // served at /openapi.yaml
 	// Body limits of the callbacks.
 	NotifyBodyLimit   int64
 	CallbackBodyLimit int64
-	// ReadyTimeout bounds the database ping of /readyz.
-	ReadyTimeout time.Duration
 }
+
+// OpenAPI describes the bidding module's API (docs/api.md in prose); it is
+// served at /openapi.yaml, and the tests hold the routes and the answers
+// to it.
+//
+//go:embed openapi.yaml
+var OpenAPI []byte
+
+// readyTimeout bounds the database ping of /readyz: a probe must answer
+// well within a load balancer's own timeout.
+const readyTimeout = 2 * time.Second
 
 type server struct {
 	Deps
@@ -43,9 +52,6 @@ type server struct {
 // NewServer returns the gateway's HTTP handler.
 func NewServer(d Deps) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
-	if d.ReadyTimeout == 0 {
-		d.ReadyTimeout = 2 * time.Second
-	}
 	s := &server{Deps: d}
 	for _, t := range d.Tokens {
 		if t != "" {

@@ -18,7 +18,7 @@ type OrderTrail struct {
 	Payments, PaymentKeys, PaymentsUnlinked int64
 	// Files counts the guarantee_files rows (at most one, by a unique index).
 	Files int64
-	// Callbacks counts the audit rows by kind and outcome
+	// Callbacks counts the audit rows by kind and result
 	// ("paystate/accepted", "applynotify/duplicate", ...).
 	Callbacks map[string]int64
 }
@@ -26,7 +26,7 @@ type OrderTrail struct {
 // OrderTrails returns the trail of every order whose orderno starts with
 // prefix (a load test's run), by orderno. prefix must not contain the LIKE
 // wildcards % or _, which would widen the match.
-func (t Tx) OrderTrails(prefix string) (map[string]*OrderTrail, error) {
+func (q Queries) OrderTrails(prefix string) (map[string]*OrderTrail, error) {
 	if prefix == "" || strings.ContainsAny(prefix, `%_\`) {
 		return nil, fmt.Errorf("order trails: prefix %q must be non-empty and free of %%, _ and \\", prefix)
 	}
@@ -46,7 +46,7 @@ func (t Tx) OrderTrails(prefix string) (map[string]*OrderTrail, error) {
 		Status      Status
 		GuaranteeNo *string
 	}
-	if err := t.db.Model(&Order{}).Select("order_no, status, guarantee_no").Where("order_no LIKE ?", like).
+	if err := q.db.Model(&Order{}).Select("order_no, status, guarantee_no").Where("order_no LIKE ?", like).
 		Scan(&orders).Error; err != nil {
 		return nil, fmt.Errorf("order trails: orders: %w", err)
 	}
@@ -65,10 +65,10 @@ func (t Tx) OrderTrails(prefix string) (map[string]*OrderTrail, error) {
 	}
 	// A payment is linked when its callback row is the accepted one that
 	// carries the same dedup key: the row whose unique index decided it.
-	if err := t.db.Table("payments AS p").
+	if err := q.db.Table("payments AS p").
 		Select("p.order_no AS order_no, COUNT(*) AS n, COUNT(DISTINCT p.dedup_key) AS n_keys, "+
 			"SUM(CASE WHEN c.id IS NULL THEN 1 ELSE 0 END) AS unlinked").
-		Joins("LEFT JOIN callbacks AS c ON c.id = p.callback_id AND c.dedup_key = p.dedup_key AND c.outcome = ?", OutcomeAccepted).
+		Joins("LEFT JOIN callbacks AS c ON c.id = p.callback_id AND c.dedup_key = p.dedup_key AND c.result = ?", CallbackAccepted).
 		Where("p.order_no LIKE ?", like).Group("p.order_no").Scan(&pays).Error; err != nil {
 		return nil, fmt.Errorf("order trails: payments: %w", err)
 	}
@@ -81,7 +81,7 @@ func (t Tx) OrderTrails(prefix string) (map[string]*OrderTrail, error) {
 		OrderNo string
 		N       int64
 	}
-	if err := t.db.Model(&GuaranteeFile{}).Select("order_no, COUNT(*) AS n").Where("order_no LIKE ?", like).
+	if err := q.db.Model(&GuaranteeFile{}).Select("order_no, COUNT(*) AS n").Where("order_no LIKE ?", like).
 		Group("order_no").Scan(&files).Error; err != nil {
 		return nil, fmt.Errorf("order trails: files: %w", err)
 	}
@@ -90,15 +90,15 @@ func (t Tx) OrderTrails(prefix string) (map[string]*OrderTrail, error) {
 	}
 
 	var cbs []struct {
-		OrderNo, Kind, Outcome string
+		OrderNo, Kind, Result string
 		N                      int64
 	}
-	if err := t.db.Model(&Callback{}).Select("order_no, kind, outcome, COUNT(*) AS n").Where("order_no LIKE ?", like).
-		Group("order_no, kind, outcome").Scan(&cbs).Error; err != nil {
+	if err := q.db.Model(&Callback{}).Select("order_no, kind, result, COUNT(*) AS n").Where("order_no LIKE ?", like).
+		Group("order_no, kind, result").Scan(&cbs).Error; err != nil {
 		return nil, fmt.Errorf("order trails: callbacks: %w", err)
 	}
 	for _, c := range cbs {
-		trail(c.OrderNo).Callbacks[c.Kind+"/"+c.Outcome] += c.N
+		trail(c.OrderNo).Callbacks[c.Kind+"/"+c.Result] += c.N
 	}
 	return out, nil
 }

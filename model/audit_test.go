@@ -27,9 +27,9 @@ func TestOrderTrails(t *testing.T) {
 		}
 		key := strings.Repeat("a", 64)
 		cb := &model.Callback{OrgCode: "BANK01", Kind: "paystate", OrderNo: "RUNA-1", DedupKey: &key, BodySha256: key,
-			Outcome: model.OutcomeAccepted, Errcode: "000000"}
+			Result: model.CallbackAccepted, Errcode: "000000"}
 		dup := &model.Callback{OrgCode: "BANK01", Kind: "paystate", OrderNo: "RUNA-1", BodySha256: key,
-			Outcome: model.OutcomeDuplicate, Errcode: "000000"}
+			Result: model.CallbackDuplicate, Errcode: "000000"}
 		for _, c := range []*model.Callback{cb, dup} {
 			if err := st.InsertCallback(c); err != nil {
 				t.Fatal(err)

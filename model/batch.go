@@ -2,13 +2,12 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
-
-	"github.com/shopspring/decimal"
 )
 
 // The statements of this file take many rows at once, so that a batch of
@@ -25,9 +24,9 @@ var lockedColumns = []string{"id", "order_no", "org_code", "status", "guarantee_
 // number and amounts. The rows are locked in index order, so two batches
 // over the same orders queue instead of deadlocking. An orderno that does
 // not exist is absent from the map.
-func (t Tx) LockOrders(orderNos []string) (map[string]*Order, error) {
+func (q Queries) LockOrders(orderNos []string) (map[string]*Order, error) {
 	var rows []Order
-	err := t.db.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Select(lockedColumns).
+	err := q.db.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Select(lockedColumns).
 		Where("order_no IN ?", orderNos).Order("order_no").Find(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("lock %d orders: %w", len(orderNos), err)
@@ -41,8 +40,8 @@ func (t Tx) LockOrders(orderNos []string) (map[string]*Order, error) {
 
 // insertAll stores n rows (a slice) in one statement. A unique index that
 // refuses one fails them all with ErrDuplicate.
-func (t Tx) insertAll(rows any, n int, what string) error {
-	err := t.db.Create(rows).Error
+func (q Queries) insertAll(rows any, n int, what string) error {
+	err := q.db.Create(rows).Error
 	if isDuplicate(err) {
 		return fmt.Errorf("insert %d %s: %w: %w", n, what, ErrDuplicate, err)
 	}
@@ -53,9 +52,9 @@ func (t Tx) insertAll(rows any, n int, what string) error {
 }
 
 // TakenCallbackKeys returns which of the dedup keys a stored callback holds.
-func (t Tx) TakenCallbackKeys(keys []string) (map[string]bool, error) {
+func (q Queries) TakenCallbackKeys(keys []string) (map[string]bool, error) {
 	var taken []string
-	if err := t.db.Model(&Callback{}).Where("dedup_key IN ?", keys).Pluck("dedup_key", &taken).Error; err != nil {
+	if err := q.db.Model(&Callback{}).Where("dedup_key IN ?", keys).Pluck("dedup_key", &taken).Error; err != nil {
 		return nil, fmt.Errorf("callback keys: %w", err)
 	}
 	out := make(map[string]bool, len(taken))
@@ -71,7 +70,7 @@ func (t Tx) TakenCallbackKeys(keys []string) (map[string]bool, error) {
 // TiDB and MySQL's interleaved auto-increment do not promise consecutive
 // ones. Rows without a key (audit rows of refusals and repeats) keep ID 0:
 // nothing refers to them.
-func (t Tx) InsertCallbacks(cbs []*Callback) error {
+func (q Queries) InsertCallbacks(cbs []*Callback) error {
 	keys := make([]string, 0, len(cbs))
 	at := now()
 	for _, c := range cbs {
@@ -82,7 +81,7 @@ func (t Tx) InsertCallbacks(cbs []*Callback) error {
 			keys = append(keys, *c.DedupKey)
 		}
 	}
-	if err := t.insertAll(cbs, len(cbs), "callbacks"); err != nil {
+	if err := q.insertAll(cbs, len(cbs), "callbacks"); err != nil {
 		return err
 	}
 	for _, c := range cbs {
@@ -95,7 +94,7 @@ func (t Tx) InsertCallbacks(cbs []*Callback) error {
 		ID       int64
 		DedupKey string
 	}
-	if err := t.db.Model(&Callback{}).Select("id", "dedup_key").Where("dedup_key IN ?", keys).Find(&ids).Error; err != nil {
+	if err := q.db.Model(&Callback{}).Select("id", "dedup_key").Where("dedup_key IN ?", keys).Find(&ids).Error; err != nil {
 		return fmt.Errorf("callback ids: %w", err)
 	}
 	byKey := make(map[string]int64, len(ids))
@@ -117,48 +116,47 @@ func (t Tx) InsertCallbacks(cbs []*Callback) error {
 
 // InsertPayments stores payments in one statement; ErrDuplicate when a
 // dedup key exists.
-func (t Tx) InsertPayments(pays []*Payment) error {
-	return t.insertAll(pays, len(pays), "payments")
+func (q Queries) InsertPayments(pays []*Payment) error {
+	return q.insertAll(pays, len(pays), "payments")
 }
 
 // AddEvents appends events to orders' histories in one statement.
-func (t Tx) AddEvents(events []*Event) error {
+func (q Queries) AddEvents(events []*Event) error {
 	at := now()
 	for _, e := range events {
 		if e.CreatedAt.IsZero() {
 			e.CreatedAt = at
 		}
 	}
-	return t.insertAll(events, len(events), "events")
-}
-
-// Amounts are an order's paid and refunded amounts.
-type Amounts struct {
-	Paid, Refunded decimal.Decimal
+	return q.insertAll(events, len(events), "events")
 }
 
 // SetAmounts sets the paid and refunded amounts of several orders in one
 // statement. The caller holds their rows (LockOrders) and derived the
 // amounts from them.
-func (t Tx) SetAmounts(amounts map[string]Amounts) error {
-	rows := make(map[string]Changes, len(amounts))
+func (q Queries) SetAmounts(amounts map[string]Amounts) error {
+	rows := make(map[string]OrderChange, len(amounts))
 	for no, a := range amounts {
-		rows[no] = Changes{"paid_amount": a.Paid, "refunded_amount": a.Refunded}
+		rows[no] = OrderChange{}.Amounts(a)
 	}
-	if _, err := t.updateEach(rows, Changes{"updated_at": now()}, nil); err != nil {
+	if _, err := q.updateEach(rows, OrderChange{}, OrderGuard{}); err != nil {
 		return fmt.Errorf("set amounts of %d orders: %w", len(rows), err)
 	}
 	return nil
 }
 
-// MoveOrders moves several orders to status `to`, each only if it is now in
-// one of `from`, each with its own changes, in one statement, like as many
-// MoveOrder. It returns how many moved; a unique index that refuses a
+// RecordIssuances moves several orders, each now in status from, to issued
+// with what the institution said of each, in one statement, like as many
+// RecordIssuance. It returns how many moved; a unique index that refuses a
 // change (a guarantee number another order holds) fails the statement with
 // ErrDuplicate.
-func (t Tx) MoveOrders(from []Status, to Status, rows map[string]Changes) (int64, error) {
-	n, err := t.updateEach(rows, Changes{"status": to, "active_slot": activeSlot(to), "updated_at": now()},
-		func(q *gorm.DB) *gorm.DB { return q.Where("status IN ?", from) })
+func (q Queries) RecordIssuances(from Status, issuances map[string]Issuance) (int64, error) {
+	rows := make(map[string]OrderChange, len(issuances))
+	for no, i := range issuances {
+		rows[no] = i.change()
+	}
+	to := StatusIssued
+	n, err := q.updateEach(rows, OrderChange{}.with("status", to, "active_slot", activeSlot(to)), OrderGuard{Status: []Status{from}})
 	if isDuplicate(err) {
 		return 0, fmt.Errorf("move %d orders to %s: %w", len(rows), to, ErrDuplicate)
 	}
@@ -168,11 +166,11 @@ func (t Tx) MoveOrders(from []Status, to Status, rows map[string]Changes) (int64
 	return n, nil
 }
 
-// updateEach updates the orders named by rows in one statement: each
-// column that some row changes becomes CASE order_no WHEN ... THEN ...
-// ELSE column END, so that a row that does not change it keeps its value;
-// common sets the same value on all. It returns the rows updated.
-func (t Tx) updateEach(rows map[string]Changes, common Changes, where func(*gorm.DB) *gorm.DB) (int64, error) {
+// updateEach updates the orders named by rows in one statement, if g holds
+// for each: each column that some row changes becomes CASE order_no WHEN
+// ... THEN ... ELSE column END, so that a row that does not change it keeps
+// its value; common sets the same value on all. It returns the rows updated.
+func (q Queries) updateEach(rows map[string]OrderChange, common OrderChange, g OrderGuard) (int64, error) {
 	if len(rows) == 0 {
 		return 0, nil
 	}
@@ -180,45 +178,40 @@ func (t Tx) updateEach(rows map[string]Changes, common Changes, where func(*gorm
 	cols := map[string]bool{}
 	for no, ch := range rows {
 		nos = append(nos, no)
-		for c := range ch {
+		for c := range ch.cols {
 			cols[c] = true
 		}
 	}
 	sort.Strings(nos) // one statement text for one set of orders
-	set := make(map[string]any, len(cols)+len(common))
+	set := make(map[string]any, len(cols)+len(common.cols)+1)
 	for c := range cols {
 		var sql strings.Builder
 		args := make([]any, 0, 2*len(nos))
 		sql.WriteString("CASE order_no")
 		for _, no := range nos {
-			if v, ok := rows[no][c]; ok {
+			if v, ok := rows[no].cols[c]; ok {
 				sql.WriteString(" WHEN ? THEN ?")
-				args = append(args, no, utc(v))
+				args = append(args, no, v)
 			}
 		}
 		sql.WriteString(" ELSE " + c + " END")
 		set[c] = gorm.Expr(sql.String(), args...)
 	}
-	for c, v := range common {
-		set[c] = utc(v)
-	}
-	q := t.db.Model(&Order{}).Where("order_no IN ?", nos)
-	if where != nil {
-		q = where(q)
-	}
-	res := q.Updates(set)
+	maps.Copy(set, common.cols)
+	set["updated_at"] = now()
+	res := g.apply(q.db.Model(&Order{}).Where("order_no IN ?", nos)).Updates(set)
 	return res.RowsAffected, res.Error
 }
 
 // InsertFiles stores guarantee PDFs in one statement; ErrDuplicate when an
 // order has one. The bytes are interpolated into the statement: for small
 // files only (InsertFile sends a big one as it is).
-func (t Tx) InsertFiles(files []*GuaranteeFile) error {
+func (q Queries) InsertFiles(files []*GuaranteeFile) error {
 	at := now()
 	for _, f := range files {
 		if f.CreatedAt.IsZero() {
 			f.CreatedAt = at
 		}
 	}
-	return t.insertAll(files, len(files), "files")
+	return q.insertAll(files, len(files), "files")
 }

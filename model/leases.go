@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
 	"gorm.io/gorm"
@@ -51,8 +50,8 @@ func (q OrderQueue) String() string {
 
 // due narrows a query to the orders of the queue that are due by dueBy. Every
 // condition leads with status and next_check_at, for ix_orders_due.
-func (q OrderQueue) due(db *gorm.DB, dueBy time.Time) (*gorm.DB, error) {
-	switch q {
+func (oq OrderQueue) due(db *gorm.DB, dueBy time.Time) (*gorm.DB, error) {
+	switch oq {
 	case QueuePoll:
 		return db.Where("status = ? AND next_check_at <= ?", StatusProcessing, dueBy), nil
 	case QueueApply:
@@ -61,7 +60,7 @@ func (q OrderQueue) due(db *gorm.DB, dueBy time.Time) (*gorm.DB, error) {
 		return db.Where("status = ? AND next_check_at <= ? AND file_pending = 1 AND guarantee_no IS NOT NULL AND pull_url <> ''",
 			StatusIssued, dueBy), nil
 	}
-	return nil, fmt.Errorf("claim: unknown queue %d", int(q))
+	return nil, fmt.Errorf("claim: unknown queue %d", int(oq))
 }
 
 // leaseFree is the condition that a row's lease is free or ran out at ?.
@@ -71,24 +70,24 @@ const leaseFree = "(lease_until IS NULL OR lease_until < ?)"
 // of them to other instances between its read and its update.
 const claimTries = 5
 
-// ClaimOrders takes up to limit orders of queue q that are due by dueBy and
+// ClaimOrders takes up to limit orders of queue oq that are due by dueBy and
 // whose lease is free at now, for token until `until`, and returns them as
 // they are now (oldest due first). Of several instances claiming at once,
 // each order goes to exactly one. An empty result means nothing was due and
 // free, or other instances took everything in the meantime.
-func (t Tx) ClaimOrders(q OrderQueue, token string, now, dueBy, until time.Time, limit int) ([]Order, error) {
+func (q Queries) ClaimOrders(oq OrderQueue, token string, now, dueBy, until time.Time, limit int) ([]Order, error) {
 	if token == "" || limit < 1 {
-		return nil, fmt.Errorf("claim %s: token and a positive limit are required", q)
+		return nil, fmt.Errorf("claim %s: token and a positive limit are required", oq)
 	}
 	now, dueBy, until = now.UTC(), dueBy.UTC(), until.UTC()
 	for try := 0; try < claimTries; try++ {
-		sel, err := q.due(t.db.Model(&Order{}), dueBy)
+		sel, err := oq.due(q.db.Model(&Order{}), dueBy)
 		if err != nil {
 			return nil, err
 		}
 		var ids []int64
 		if err := sel.Where(leaseFree, now).Order("next_check_at, id").Limit(limit).Pluck("id", &ids).Error; err != nil {
-			return nil, fmt.Errorf("claim %s: candidates: %w", q, err)
+			return nil, fmt.Errorf("claim %s: candidates: %w", oq, err)
 		}
 		if len(ids) == 0 {
 			return nil, nil
@@ -96,25 +95,41 @@ func (t Tx) ClaimOrders(q OrderQueue, token string, now, dueBy, until time.Time,
 		// The candidates were read without a lock: the UPDATE repeats every
 		// condition, so a row another instance took (or a callback moved)
 		// in between is simply not ours.
-		upd, _ := q.due(t.db.Model(&Order{}), dueBy)
+		upd, _ := oq.due(q.db.Model(&Order{}), dueBy)
 		res := upd.Where("id IN ?", ids).Where(leaseFree, now).
 			Updates(map[string]any{"lease_owner": token, "lease_until": until})
 		if Transient(res.Error) {
 			continue // lost a lock race with another claimer: read again
 		}
 		if res.Error != nil {
-			return nil, fmt.Errorf("claim %s: %w", q, res.Error)
+			return nil, fmt.Errorf("claim %s: %w", oq, res.Error)
 		}
 		if res.RowsAffected == 0 {
 			continue
 		}
 		var out []Order
-		if err := t.db.Where("id IN ? AND lease_owner = ?", ids, token).Order("next_check_at, id").Find(&out).Error; err != nil {
-			return nil, fmt.Errorf("claim %s: read claimed: %w", q, err)
+		if err := q.db.Where("id IN ? AND lease_owner = ?", ids, token).Order("next_check_at, id").Find(&out).Error; err != nil {
+			return nil, fmt.Errorf("claim %s: read claimed: %w", oq, err)
 		}
 		return out, nil
 	}
 	return nil, nil
+}
+
+// RenewLeases moves the end of every lease that the claim token still
+// holds, on orders and deliveries, to until, and returns how many it
+// renewed: a claim whose rows wait for a free call slot keeps them while
+// they wait.
+func (q Queries) RenewLeases(token string, until time.Time) (int64, error) {
+	var n int64
+	for _, table := range []any{&Order{}, &Delivery{}} {
+		res := q.db.Model(table).Where("lease_owner = ?", token).Update("lease_until", until.UTC())
+		if res.Error != nil {
+			return n, fmt.Errorf("renew leases of %s: %w", token, res.Error)
+		}
+		n += res.RowsAffected
+	}
+	return n, nil
 }
 
 // Transient reports whether err is a lock conflict that the database
@@ -129,13 +144,13 @@ func Transient(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked"))
 }
 
-// ReleaseOrders frees the leases that token still holds on the orders ids
+// ReleaseLeases frees the leases that token still holds on the orders ids
 // (claimed but not worked on); it returns how many it freed.
-func (t Tx) ReleaseOrders(token string, ids []int64) (int64, error) {
+func (q Queries) ReleaseLeases(token string, ids ...int64) (int64, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	res := t.db.Model(&Order{}).Where("id IN ? AND lease_owner = ?", ids, token).
+	res := q.db.Model(&Order{}).Where("id IN ? AND lease_owner = ?", ids, token).
 		Updates(map[string]any{"lease_owner": "", "lease_until": nil})
 	if res.Error != nil {
 		return 0, fmt.Errorf("release orders: %w", res.Error)
@@ -143,28 +158,28 @@ func (t Tx) ReleaseOrders(token string, ids []int64) (int64, error) {
 	return res.RowsAffected, nil
 }
 
-// ReleaseOwner frees every lease on orders and deliveries held by owner
-// itself or by one of its claim tokens ("owner/..."), when the instance shuts
-// down, so that the others need not wait for the leases to run out. It runs
-// once per shutdown, so its scan of the lease columns is acceptable.
-func (t Tx) ReleaseOwner(owner string) (orders, deliveries int64, err error) {
-	if owner == "" {
-		return 0, 0, errors.New("release leases: empty owner")
+// ReleaseInstance frees every lease on orders and deliveries held by the
+// instance itself or by one of its claim tokens ("instance/..."), when it
+// shuts down, so that the others need not wait for the leases to run out.
+// The tokens are found as a range of the lease_owner index, so that the
+// UPDATE reads and locks only this instance's rows, never the others' (a
+// scan would hold every callback at each rolling restart).
+func (q Queries) ReleaseInstance(instance string) (orders, deliveries int64, err error) {
+	if instance == "" {
+		return 0, 0, errors.New("release leases: empty instance")
 	}
-	prefix := owner + "/"
-	// SUBSTR rather than LIKE: an owner may contain "_" or "%".
-	cond := "lease_owner = ? OR SUBSTR(lease_owner, 1, ?) = ?"
-	n := utf8.RuneCountInString(prefix)
-	res := t.db.Model(&Order{}).Where(cond, owner, n, prefix).
-		Updates(map[string]any{"lease_owner": "", "lease_until": nil})
+	// "0" sorts right after "/": [instance/, instance0) is every token.
+	cond := "lease_owner = ? OR (lease_owner >= ? AND lease_owner < ?)"
+	args := []any{instance, instance + "/", instance + "0"}
+	free := map[string]any{"lease_owner": "", "lease_until": nil}
+	res := q.db.Model(&Order{}).Where(cond, args...).Updates(free)
 	if res.Error != nil {
-		return 0, 0, fmt.Errorf("release leases of %s: orders: %w", owner, res.Error)
+		return 0, 0, fmt.Errorf("release leases of %s: orders: %w", instance, res.Error)
 	}
 	orders = res.RowsAffected
-	res = t.db.Model(&Delivery{}).Where(cond, owner, n, prefix).
-		Updates(map[string]any{"lease_owner": "", "lease_until": nil})
+	res = q.db.Model(&Delivery{}).Where(cond, args...).Updates(free)
 	if res.Error != nil {
-		return orders, 0, fmt.Errorf("release leases of %s: deliveries: %w", owner, res.Error)
+		return orders, 0, fmt.Errorf("release leases of %s: deliveries: %w", instance, res.Error)
 	}
 	return orders, res.RowsAffected, nil
 }
@@ -173,9 +188,9 @@ func (t Tx) ReleaseOwner(owner string) (orders, deliveries int64, err error) {
 // at now, with an id above afterID, by id: a keyset walk, so that one run
 // sees each due delivery once. They are candidates only; each attempt
 // claims its delivery with ClaimDelivery.
-func (t Tx) DueDeliveries(now, dueBy time.Time, afterID int64, limit int) ([]Delivery, error) {
+func (q Queries) DueDeliveries(now, dueBy time.Time, afterID int64, limit int) ([]Delivery, error) {
 	var out []Delivery
-	err := t.db.Where("status = ? AND next_attempt_at <= ? AND id > ?", DeliveryPending, dueBy.UTC(), afterID).
+	err := q.db.Where("status = ? AND next_attempt_at <= ? AND id > ?", DeliveryPending, dueBy.UTC(), afterID).
 		Where(leaseFree, now.UTC()).Order("id").Limit(limit).Find(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("due deliveries: %w", err)
@@ -199,8 +214,8 @@ func (JobLease) TableName() string { return "job_leases" }
 // it; of instances trying at once, one does. Owner should be unique per
 // attempt (a claim token), so that an attempt never mistakes another's
 // lease for its own.
-func (t Tx) AcquireJobLease(name, owner string, now, until time.Time) (bool, error) {
-	res := t.db.Model(&JobLease{}).Where("name = ? AND lease_until < ?", name, now.UTC()).
+func (q Queries) AcquireJobLease(name, owner string, now, until time.Time) (bool, error) {
+	res := q.db.Model(&JobLease{}).Where("name = ? AND lease_until < ?", name, now.UTC()).
 		Updates(map[string]any{"owner": owner, "lease_until": until.UTC()})
 	if res.Error != nil {
 		return false, fmt.Errorf("job lease %s: %w", name, res.Error)
@@ -209,7 +224,7 @@ func (t Tx) AcquireJobLease(name, owner string, now, until time.Time) (bool, err
 		return true, nil
 	}
 	// No row, or a live one: inserting decides which, through the primary key.
-	err := t.db.Create(&JobLease{Name: name, Owner: owner, LeaseUntil: until.UTC()}).Error
+	err := q.db.Create(&JobLease{Name: name, Owner: owner, LeaseUntil: until.UTC()}).Error
 	if isDuplicate(err) {
 		return false, nil
 	}
@@ -222,8 +237,8 @@ func (t Tx) AcquireJobLease(name, owner string, now, until time.Time) (bool, err
 // SetJobLease moves the end of owner's lease of job name to until: now to
 // release it, later to keep other instances off for a while. It reports
 // whether owner still held it.
-func (t Tx) SetJobLease(name, owner string, until time.Time) (bool, error) {
-	res := t.db.Model(&JobLease{}).Where("name = ? AND owner = ?", name, owner).
+func (q Queries) SetJobLease(name, owner string, until time.Time) (bool, error) {
+	res := q.db.Model(&JobLease{}).Where("name = ? AND owner = ?", name, owner).
 		Update("lease_until", until.UTC())
 	if res.Error != nil {
 		return false, fmt.Errorf("job lease %s: %w", name, res.Error)
@@ -232,9 +247,9 @@ func (t Tx) SetJobLease(name, owner string, until time.Time) (bool, error) {
 }
 
 // JobLeaseOf returns the lease row of job name, or ErrNotFound.
-func (t Tx) JobLeaseOf(name string) (*JobLease, error) {
+func (q Queries) JobLeaseOf(name string) (*JobLease, error) {
 	var l JobLease
-	err := t.db.Where("name = ?", name).Take(&l).Error
+	err := q.db.Where("name = ?", name).Take(&l).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return nil, fmt.Errorf("job lease %s: %w", name, ErrNotFound)
 	}

@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"sort"
@@ -116,9 +117,12 @@ func TestClaimOrdersQueues(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, s *model.Store) {
 		now := time.Now().UTC()
 		past := now.Add(-time.Minute)
-		bh := func(o *model.Order, no string) *model.Order { o.GuaranteeNo = &no; return o }
+		bh := func(o *model.Order, no string) *model.Order {
+			o.GuaranteeNo = sql.NullString{String: no, Valid: true}
+			return o
+		}
 		pull := func(o *model.Order) *model.Order { o.FilePending, o.PullURL = true, "http://127.0.0.1/pull"; return o }
-		flag := func(o *model.Order, f string) *model.Order { o.Flag = f; return o }
+		flag := func(o *model.Order, f model.Flag) *model.Order { o.Flag = f; return o }
 		createAll(t, s,
 			dueOrder("P1", model.StatusProcessing, past),
 			dueOrder("P2", model.StatusProcessing, now.Add(time.Minute)),
@@ -173,7 +177,7 @@ func TestReleaseLeases(t *testing.T) {
 			createAll(t, s, o)
 		}
 		var ids []int64
-		err := s.InTx(context.Background(), func(tx model.Tx) error {
+		err := s.InTx(context.Background(), func(tx model.Queries) error {
 			ds, err := tx.InsertPush(&model.ProjectStatePush{ProjectName: "p", ProjectCode: "XM", LotName: "l", LotCode: "BD",
 				OpeningAt: now, State: "1"}, []string{"A", "B"})
 			for _, d := range ds {
@@ -184,19 +188,15 @@ func TestReleaseLeases(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.UpdateDelivery(ids[0], model.Changes{"lease_owner": "gw_1/deliver", "lease_until": until}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.UpdateDelivery(ids[1], model.Changes{"lease_owner": "gw_12/deliver", "lease_until": until}, nil); err != nil {
-			t.Fatal(err)
-		}
+		modeltest.Exec(t, s, "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id = ?", "gw_1/deliver", until, ids[0])
+		modeltest.Exec(t, s, "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id = ?", "gw_12/deliver", until, ids[1])
 
 		// Only one claim's rows: the others keep theirs.
-		n, err := s.ReleaseOrders("gw_1/poll/ab", []int64{1, 2, 3, 4, 5})
+		n, err := s.ReleaseLeases("gw_1/poll/ab", 1, 2, 3, 4, 5)
 		if err != nil || n != 1 {
 			t.Fatalf("release by token: %d %v, want 1", n, err)
 		}
-		orders, deliveries, err := s.ReleaseOwner("gw_1")
+		orders, deliveries, err := s.ReleaseInstance("gw_1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +296,7 @@ func TestDueDeliveries(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, s *model.Store) {
 		now := time.Now().UTC()
 		var ds []model.Delivery
-		err := s.InTx(context.Background(), func(tx model.Tx) (err error) {
+		err := s.InTx(context.Background(), func(tx model.Queries) (err error) {
 			ds, err = tx.InsertPush(&model.ProjectStatePush{ProjectName: "p", ProjectCode: "XM", LotName: "l", LotCode: "BD",
 				OpeningAt: now, State: "1"}, []string{"A", "B", "C", "D", "E"})
 			return err
@@ -304,20 +304,11 @@ func TestDueDeliveries(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		set := []model.Changes{
-			nil, // A: due
-			{"status": model.DeliveryDelivered, "next_attempt_at": nil},
-			{"next_attempt_at": now.Add(time.Minute)},                                      // C: not due
-			{"lease_owner": "x/1", "lease_until": now.Add(time.Minute)},                    // D: leased
-			{"lease_owner": "dead/1", "lease_until": now.Add(-time.Second), "attempts": 3}, // E: lease ran out
-		}
-		for i, c := range set {
-			if c != nil {
-				if _, err := s.UpdateDelivery(ds[i].ID, c, nil); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
+		// A: due
+		modeltest.Exec(t, s, "UPDATE deliveries SET status = ?, next_attempt_at = NULL WHERE id = ?", model.DeliveryDelivered, ds[1].ID)
+		modeltest.Exec(t, s, "UPDATE deliveries SET next_attempt_at = ? WHERE id = ?", now.Add(time.Minute), ds[2].ID)                                       // C: not due
+		modeltest.Exec(t, s, "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id = ?", "x/1", now.Add(time.Minute), ds[3].ID)                   // D: leased
+		modeltest.Exec(t, s, "UPDATE deliveries SET lease_owner = ?, lease_until = ?, attempts = 3 WHERE id = ?", "dead/1", now.Add(-time.Second), ds[4].ID) // E: lease ran out
 		// InsertPush made them due at its own clock reading, after now.
 		at := now.Add(time.Second)
 		got, err := s.DueDeliveries(at, at, 0, 10)

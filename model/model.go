@@ -8,16 +8,18 @@
 package model
 
 import (
+	"database/sql"
 	"time"
 
 	"github.com/shopspring/decimal"
 	"gorm.io/gorm"
 )
 
-// Status is where an order stands in its lifecycle (API.md).
+// Status is where an order stands in its lifecycle (docs/api.md "Order
+// lifecycle"; the transitions are service/lifecycle.go's table).
 type Status string
 
-// The lifecycle of API.md.
+// The statuses of an order.
 const (
 	StatusApplying      Status = "applying"
 	StatusApplyRejected Status = "apply_rejected"
@@ -39,12 +41,19 @@ func (s Status) Active() bool {
 	return s == StatusApplying || s == StatusProcessing || s == StatusIssued
 }
 
-// Order flags raised for operators.
+// Flag marks an order that waits for an operator; "" when none.
+type Flag string
+
+// The flags an order can carry.
 const (
-	FlagStale            = "stale"             // still processing long after the bid opening
-	FlagApplyUnconfirmed = "apply_unconfirmed" // apply outcome unknown after every retry
-	FlagPullFailed       = "pull_failed"       // the PDF could not be pulled after many tries
+	FlagNone             Flag = ""
+	FlagStale            Flag = "stale"             // still processing long after the bid opening
+	FlagApplyUnconfirmed Flag = "apply_unconfirmed" // no definite answer to the apply after every retry
+	FlagPullFailed       Flag = "pull_failed"       // the PDF could not be pulled after many tries
 )
+
+// AllFlags lists every flag but FlagNone, for metrics and filters.
+var AllFlags = []Flag{FlagStale, FlagApplyUnconfirmed, FlagPullFailed}
 
 // Order is one application for a guarantee, keyed by its orderno.
 type Order struct {
@@ -53,7 +62,7 @@ type Order struct {
 	OrgCode     string
 	Status      Status
 	ActiveSlot  *int
-	GuaranteeNo *string
+	GuaranteeNo sql.NullString // the bhno; NULL until the institution tells it
 	RequestHash string
 
 	ApplicantName string
@@ -93,20 +102,12 @@ type Order struct {
 	FilePending   bool
 	NextCheckAt   *time.Time
 	CheckAttempts int
-	Flag          string
+	Flag          Flag
 	LeaseOwner    string
 	LeaseUntil    *time.Time
 
 	CreatedAt time.Time
 	UpdatedAt time.Time
-}
-
-// BHNo returns the guarantee number, "" while unknown.
-func (o *Order) BHNo() string {
-	if o.GuaranteeNo == nil {
-		return ""
-	}
-	return *o.GuaranteeNo
 }
 
 // Event kinds of an order's history.
@@ -160,12 +161,13 @@ type GuaranteeFile struct {
 	CreatedAt   time.Time
 }
 
-// Callback outcomes.
+// What became of a received callback: its audit row's result, and the
+// result label of the callback metrics.
 const (
-	OutcomeAccepted  = "accepted"  // stored, effect applied
-	OutcomeDuplicate = "duplicate" // the same callback was accepted before
-	OutcomeLate      = "late"      // acknowledged, would move the order backwards
-	OutcomeRejected  = "rejected"  // answered stat 0
+	CallbackAccepted  = "accepted"  // stored, effect applied
+	CallbackDuplicate = "duplicate" // the same callback was accepted before
+	CallbackLate      = "late"      // acknowledged, would move the order backwards
+	CallbackRejected  = "rejected"  // answered stat 0
 )
 
 // Callback is the audit record of one received callback.
@@ -179,7 +181,7 @@ type Callback struct {
 	Body        []byte // the raw body, nil when over the audit limit
 	BodySha256  string `gorm:"column:body_sha256"`
 	BodySize    int64
-	Outcome     string
+	Result      string // Callback*
 	Errcode     string
 	Msg         string
 	RemoteAddr  string
@@ -198,7 +200,7 @@ type Call struct {
 	HTTPStatus    int `gorm:"column:http_status"`
 	Stat          *int
 	Errcode       string
-	Outcome       string
+	Result        string // "ok" or the kind of failure (client.Kind)
 	Error         string
 	LatencyMs     int64
 	RequestBytes  int64

@@ -58,7 +58,7 @@ func TestOrderUniqueness(t *testing.T) {
 			}
 		}
 		// Once the first order leaves the active states, the bidder may apply again.
-		moved, err := s.MoveOrder("A1", []model.Status{model.StatusApplying}, model.StatusApplyRejected, nil)
+		moved, err := s.MoveOrder("A1", []model.Status{model.StatusApplying}, model.StatusApplyRejected, model.OrderChange{})
 		if err != nil || !moved {
 			t.Fatalf("move: %v %v", moved, err)
 		}
@@ -66,7 +66,7 @@ func TestOrderUniqueness(t *testing.T) {
 			t.Fatalf("re-apply after rejection: %v", err)
 		}
 		// Two inactive orders of the same bidder and lot coexist (NULL slots).
-		s.MoveOrder("A3", []model.Status{model.StatusApplying}, model.StatusApplyRejected, nil)
+		s.MoveOrder("A3", []model.Status{model.StatusApplying}, model.StatusApplyRejected, model.OrderChange{})
 		if err := s.CreateOrder(newOrder("A4", "Q1")); err != nil {
 			t.Fatalf("third order: %v", err)
 		}
@@ -86,7 +86,7 @@ func TestMoveOrderIsConditional(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ok, err := s.MoveOrder("M1", []model.Status{model.StatusApplying}, model.StatusProcessing, model.Changes{"continue_url": "https://x"})
+				ok, err := s.MoveOrder("M1", []model.Status{model.StatusApplying}, model.StatusProcessing, model.OrderChange{}.Links(model.Links{ContinueURL: "https://x"}))
 				if err != nil {
 					t.Error(err)
 				}
@@ -150,7 +150,7 @@ func TestCallbackDedup(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, s *model.Store) {
 		key := "dedup-1"
 		rec := func(k *string) error {
-			return s.InsertCallback(&model.Callback{Kind: "paystate", DedupKey: k, BodySha256: "x", Outcome: model.OutcomeAccepted, Errcode: "000000"})
+			return s.InsertCallback(&model.Callback{Kind: "paystate", DedupKey: k, BodySha256: "x", Result: model.CallbackAccepted, Errcode: "000000"})
 		}
 		if err := rec(&key); err != nil {
 			t.Fatal(err)

@@ -3,8 +3,10 @@ package model
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
+	"github.com/shopspring/decimal"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -24,9 +26,9 @@ func activeSlot(s Status) *int {
 // CreateOrder inserts a new order. Returns ErrDuplicate when the orderno
 // exists and ErrActiveOrder when the bidder holds an active order for the
 // lot: both decided by unique indexes.
-func (t Tx) CreateOrder(o *Order) error {
+func (q Queries) CreateOrder(o *Order) error {
 	o.ActiveSlot = activeSlot(o.Status)
-	err := t.db.Create(o).Error
+	err := q.db.Create(o).Error
 	switch {
 	case err == nil:
 		return nil
@@ -40,16 +42,8 @@ func (t Tx) CreateOrder(o *Order) error {
 }
 
 // Order returns the order with that orderno, or ErrNotFound.
-func (t Tx) Order(orderNo string) (*Order, error) {
-	var o Order
-	err := t.db.Where("order_no = ?", orderNo).Take(&o).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return nil, fmt.Errorf("order %s: %w", orderNo, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("order %s: %w", orderNo, err)
-	}
-	return &o, nil
+func (q Queries) Order(orderNo string) (*Order, error) {
+	return q.takeOrder(q.db, "order "+orderNo, "order_no = ?", orderNo)
 }
 
 // LockOrder returns the order like Order and holds its row until the
@@ -57,73 +51,141 @@ func (t Tx) Order(orderNo string) (*Order, error) {
 // a time already), so that what the caller derives from it, such as the
 // paid amount, starts from its latest committed state and no other
 // transaction changes it meanwhile.
-func (t Tx) LockOrder(orderNo string) (*Order, error) {
-	var o Order
-	err := t.db.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}).Where("order_no = ?", orderNo).Take(&o).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return nil, fmt.Errorf("order %s: %w", orderNo, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("lock order %s: %w", orderNo, err)
-	}
-	return &o, nil
+func (q Queries) LockOrder(orderNo string) (*Order, error) {
+	return q.takeOrder(q.db.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate}), "lock order "+orderNo,
+		"order_no = ?", orderNo)
 }
 
 // OrderByGuarantee returns the order of that institution with that bhno.
-func (t Tx) OrderByGuarantee(orgCode, bhno string) (*Order, error) {
+func (q Queries) OrderByGuarantee(orgCode, guaranteeNo string) (*Order, error) {
+	return q.takeOrder(q.db, "guarantee "+guaranteeNo, "org_code = ? AND guarantee_no = ?", orgCode, guaranteeNo)
+}
+
+// ActiveOrder returns the bidder's active order for the lot, or ErrNotFound.
+func (q Queries) ActiveOrder(applicantCode, projectCode, lotCode string) (*Order, error) {
+	return q.takeOrder(q.db, "active order", "applicant_code = ? AND project_code = ? AND lot_code = ? AND active_slot = 1",
+		applicantCode, projectCode, lotCode)
+}
+
+func (q Queries) takeOrder(db *gorm.DB, what string, where string, args ...any) (*Order, error) {
 	var o Order
-	err := t.db.Where("org_code = ? AND guarantee_no = ?", orgCode, bhno).Take(&o).Error
+	err := db.Where(where, args...).Take(&o).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return nil, fmt.Errorf("guarantee %s: %w", bhno, ErrNotFound)
+		return nil, fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("guarantee %s: %w", bhno, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	return &o, nil
 }
 
-// ActiveOrder returns the bidder's active order for the lot, or ErrNotFound.
-func (t Tx) ActiveOrder(applicantCode, projectCode, lotCode string) (*Order, error) {
-	var o Order
-	err := t.db.Where("applicant_code = ? AND project_code = ? AND lot_code = ? AND active_slot = 1",
-		applicantCode, projectCode, lotCode).Take(&o).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return nil, ErrNotFound
+// OrderChange is what one UPDATE writes to an order. Each method names a
+// column (or a few that go together), so that a misspelt column does not
+// compile; every method returns a changed copy. The zero value writes
+// nothing but updated_at.
+type OrderChange struct{ cols map[string]any }
+
+func (c OrderChange) with(kv ...any) OrderChange {
+	m := make(map[string]any, len(c.cols)+len(kv)/2)
+	maps.Copy(m, c.cols)
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i].(string)] = utc(kv[i+1])
 	}
-	return &o, err
+	return OrderChange{cols: m}
 }
 
-// Changes are the columns a transition or an update sets, by column name.
-type Changes map[string]any
+// DueAt makes the order due to its job (poll, pull, re-apply) at t.
+func (c OrderChange) DueAt(t time.Time) OrderChange { return c.with("next_check_at", t) }
 
-// MoveOrder moves the order to status `to` only if it is now in one of
-// `from`, setting the changes in the same statement. It reports whether the
-// order moved: false means another writer got there first or the order is
-// elsewhere in its lifecycle.
-func (t Tx) MoveOrder(orderNo string, from []Status, to Status, set Changes) (bool, error) {
-	cols := map[string]any{"status": to, "active_slot": activeSlot(to), "updated_at": now()}
-	for k, v := range set {
-		cols[k] = utc(v)
-	}
-	res := t.db.Model(&Order{}).Where("order_no = ? AND status IN ?", orderNo, from).Updates(cols)
-	if res.Error != nil {
-		if duplicateOn(res.Error, "uk_orders_guarantee", "orders.org_code") {
-			return false, fmt.Errorf("move order %s to %s: guarantee number: %w", orderNo, to, ErrDuplicate)
-		}
-		return false, fmt.Errorf("move order %s to %s: %w", orderNo, to, res.Error)
-	}
-	return res.RowsAffected == 1, nil
+// NotDue takes the order off every job's queue: nothing is due. An order
+// that waits for nothing must say so, or each claim would read past it.
+func (c OrderChange) NotDue() OrderChange { return c.with("next_check_at", nil) }
+
+// Attempts sets how many tries the order's current step has taken.
+func (c OrderChange) Attempts(n int) OrderChange { return c.with("check_attempts", n) }
+
+// Flag raises a flag for operators; FlagNone lowers it.
+func (c OrderChange) Flag(f Flag) OrderChange { return c.with("flag", f) }
+
+// FreeLease gives the order's lease up.
+func (c OrderChange) FreeLease() OrderChange { return c.with("lease_owner", "", "lease_until", nil) }
+
+// Links keeps the URLs the institution's answer to the apply handed out.
+func (c OrderChange) Links(l Links) OrderChange {
+	return c.with("continue_url", l.ContinueURL, "query_url", l.QueryURL, "pull_url", l.PullURL, "cancel_url", l.CancelURL)
 }
 
-// UpdateOrder sets columns of an order without moving it; where adds a
-// condition (column = value) that must hold, as in a compare-and-set.
-func (t Tx) UpdateOrder(orderNo string, set Changes, where Changes) (bool, error) {
-	cols := map[string]any{"updated_at": now()}
-	for k, v := range set {
-		cols[k] = utc(v)
+// Remark keeps the institution's remark (info, describe) or why the apply was refused.
+func (c OrderChange) Remark(s string) OrderChange { return c.with("remark", s) }
+
+// FilePending says whether the guarantee's PDF is still to be fetched.
+func (c OrderChange) FilePending(b bool) OrderChange { return c.with("file_pending", b) }
+
+// IssuedAt sets the guarantee's issuance time (bhcretime).
+func (c OrderChange) IssuedAt(t time.Time) OrderChange { return c.with("issued_at", t) }
+
+// GuaranteeNo sets the bhno.
+func (c OrderChange) GuaranteeNo(s string) OrderChange { return c.with("guarantee_no", s) }
+
+// Issuer sets what an applynotify says of the premium and the issuer.
+func (c OrderChange) Issuer(d IssuerDetails) OrderChange {
+	return c.with("premium_rate", d.Rate, "premium", d.Premium, "issuer_name", d.Name,
+		"issuer_address", d.Address, "issuer_phone", d.Phone)
+}
+
+// Amounts sets the paid and refunded amounts, derived from the payments.
+func (c OrderChange) Amounts(a Amounts) OrderChange {
+	return c.with("paid_amount", a.Paid, "refunded_amount", a.Refunded)
+}
+
+// Links are the per-order URLs of the institution's answer to the apply.
+type Links struct{ ContinueURL, QueryURL, PullURL, CancelURL string }
+
+// IssuerDetails are what an applynotify says of the premium and the issuer.
+type IssuerDetails struct {
+	Rate, Premium        decimal.Decimal
+	Name, Address, Phone string
+}
+
+// Amounts are an order's paid and refunded amounts.
+type Amounts struct {
+	Paid, Refunded decimal.Decimal
+}
+
+// OrderGuard is what must hold for an update to happen, so that it is a
+// compare-and-set: the rows-affected count tells whether it did. The zero
+// value asks nothing.
+type OrderGuard struct {
+	Status        []Status // the order is in one of these
+	Token         string   // the order's lease is held by this claim
+	NoGuaranteeNo bool     // the bhno is still unknown
+	FilePending   bool     // the PDF is still to be fetched
+}
+
+func (g OrderGuard) apply(db *gorm.DB) *gorm.DB {
+	if len(g.Status) > 0 {
+		db = db.Where("status IN ?", g.Status)
 	}
-	q := t.db.Model(&Order{}).Where("order_no = ?", orderNo)
-	res := whereAll(q, where).Updates(cols)
+	if g.Token != "" {
+		db = db.Where("lease_owner = ?", g.Token)
+	}
+	if g.NoGuaranteeNo {
+		db = db.Where("guarantee_no IS NULL")
+	}
+	if g.FilePending {
+		db = db.Where("file_pending = ?", true)
+	}
+	return db
+}
+
+// UpdateOrder writes c to the order if g holds, and reports whether it did.
+// A change to a bhno that another order of the institution holds returns
+// ErrDuplicate.
+func (q Queries) UpdateOrder(orderNo string, c OrderChange, g OrderGuard) (bool, error) {
+	cols := make(map[string]any, len(c.cols)+1)
+	maps.Copy(cols, c.cols)
+	cols["updated_at"] = now()
+	res := g.apply(q.db.Model(&Order{}).Where("order_no = ?", orderNo)).Updates(cols)
 	if isDuplicate(res.Error) {
 		return false, fmt.Errorf("update order %s: %w", orderNo, ErrDuplicate)
 	}
@@ -133,6 +195,83 @@ func (t Tx) UpdateOrder(orderNo string, set Changes, where Changes) (bool, error
 	return res.RowsAffected == 1, nil
 }
 
+// MoveOrder moves the order to status `to` only if it is now in one of
+// `from`, writing c in the same statement. It reports whether the order
+// moved: false means another writer got there first or the order is
+// elsewhere in its lifecycle. ErrDuplicate: the change gives it a bhno that
+// another order of the institution holds.
+func (q Queries) MoveOrder(orderNo string, from []Status, to Status, c OrderChange) (bool, error) {
+	moved, err := q.UpdateOrder(orderNo, c.with("status", to, "active_slot", activeSlot(to)), OrderGuard{Status: from})
+	if err != nil {
+		return false, fmt.Errorf("move to %s: %w", to, err)
+	}
+	return moved, nil
+}
+
+// AdvancePoll stores what a query of an order in processing leaves: the
+// attempts so far and when the next query is due, with the claim's lease
+// given up in the same UPDATE, so that no other instance can take the
+// order between the two. It reports false when the order is no longer
+// processing under that claim (the answer, or a callback meanwhile, moved
+// it on).
+func (q Queries) AdvancePoll(orderNo, token string, attempts int, next time.Time) (bool, error) {
+	return q.UpdateOrder(orderNo, OrderChange{}.Attempts(attempts).DueAt(next).FreeLease(),
+		OrderGuard{Token: token, Status: []Status{StatusProcessing}})
+}
+
+// Issuance is what an institution said of an issued guarantee, by
+// applynotify or by queryurl.
+type Issuance struct {
+	GuaranteeNo string         // "" when not told (a query answer has none)
+	Remark      string         // "" keeps the stored one
+	Issuer      *IssuerDetails // applynotify only
+	IssuedAt    time.Time      // zero when not told
+	// FileStored: the order's PDF is stored (this notice brought it, or an
+	// earlier one did). Otherwise the pull job is due at once (at Now).
+	FileStored bool
+	Now        time.Time
+}
+
+// change is the columns an issuance writes.
+func (i Issuance) change() OrderChange {
+	c := OrderChange{}.Attempts(0).Flag(FlagNone).FilePending(!i.FileStored)
+	if i.FileStored {
+		c = c.NotDue()
+	} else {
+		c = c.DueAt(i.Now)
+	}
+	if i.GuaranteeNo != "" {
+		c = c.GuaranteeNo(i.GuaranteeNo)
+	}
+	if i.Remark != "" {
+		c = c.Remark(i.Remark)
+	}
+	if i.Issuer != nil {
+		c = c.Issuer(*i.Issuer)
+	}
+	if !i.IssuedAt.IsZero() {
+		c = c.IssuedAt(i.IssuedAt)
+	}
+	return c
+}
+
+// RecordIssuance moves an order in status from to issued with what the
+// institution said (see MoveOrder).
+func (q Queries) RecordIssuance(orderNo string, from Status, i Issuance) (bool, error) {
+	return q.MoveOrder(orderNo, []Status{from}, StatusIssued, i.change())
+}
+
+// LearnGuaranteeNo stores the bhno of an order issued by a query (which
+// carries none), if it is still unknown; it reports whether it did.
+// ErrDuplicate: another order of the institution holds that bhno.
+func (q Queries) LearnGuaranteeNo(orderNo string, i Issuance, ended bool) (bool, error) {
+	c := i.change()
+	if ended {
+		c = c.NotDue() // nothing to pull for a guarantee that ended
+	}
+	return q.UpdateOrder(orderNo, c, OrderGuard{NoGuaranteeNo: true})
+}
+
 // OrderFilter narrows ListOrders; empty fields do not filter.
 type OrderFilter struct {
 	ProjectCode   string
@@ -140,7 +279,7 @@ type OrderFilter struct {
 	Status        Status
 	OrgCode       string
 	ApplicantCode string
-	Flag          string
+	Flag          Flag
 	BeforeID      int64 // the cursor: only orders older than this one
 	Limit         int
 }
@@ -148,28 +287,28 @@ type OrderFilter struct {
 // ListOrders returns orders newest first. Paging by id (a keyset cursor)
 // stays correct while new orders arrive: they get higher ids and never shift
 // a page that was already read.
-func (t Tx) ListOrders(f OrderFilter) ([]Order, error) {
-	q := t.db.Model(&Order{})
+func (q Queries) ListOrders(f OrderFilter) ([]Order, error) {
+	db := q.db.Model(&Order{})
 	for col, v := range map[string]string{"project_code": f.ProjectCode, "lot_code": f.LotCode,
-		"status": string(f.Status), "org_code": f.OrgCode, "applicant_code": f.ApplicantCode, "flag": f.Flag} {
+		"status": string(f.Status), "org_code": f.OrgCode, "applicant_code": f.ApplicantCode, "flag": string(f.Flag)} {
 		if v != "" {
-			q = q.Where(col+" = ?", v)
+			db = db.Where(col+" = ?", v)
 		}
 	}
 	if f.BeforeID > 0 {
-		q = q.Where("id < ?", f.BeforeID)
+		db = db.Where("id < ?", f.BeforeID)
 	}
 	var out []Order
-	if err := q.Order("id DESC").Limit(f.Limit).Find(&out).Error; err != nil {
+	if err := db.Order("id DESC").Limit(f.Limit).Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("list orders: %w", err)
 	}
 	return out, nil
 }
 
 // InstitutionsForLot returns the orgcodes that hold an order of the lot.
-func (t Tx) InstitutionsForLot(projectCode, lotCode string) ([]string, error) {
+func (q Queries) InstitutionsForLot(projectCode, lotCode string) ([]string, error) {
 	var orgs []string
-	err := t.db.Model(&Order{}).Where("project_code = ? AND lot_code = ?", projectCode, lotCode).
+	err := q.db.Model(&Order{}).Where("project_code = ? AND lot_code = ?", projectCode, lotCode).
 		Distinct().Order("org_code").Pluck("org_code", &orgs).Error
 	if err != nil {
 		return nil, fmt.Errorf("institutions for lot %s/%s: %w", projectCode, lotCode, err)
@@ -178,25 +317,25 @@ func (t Tx) InstitutionsForLot(projectCode, lotCode string) ([]string, error) {
 }
 
 // CountByStatus counts orders per status, for metrics.
-func (t Tx) CountByStatus() (map[string]int64, error) { return t.countBy(&Order{}, "status", "") }
+func (q Queries) CountByStatus() (map[string]int64, error) { return q.countBy(&Order{}, "status", "") }
 
 // CountFlagged counts orders per operator flag, for metrics.
-func (t Tx) CountFlagged() (map[string]int64, error) {
-	return t.countBy(&Order{}, "flag", "flag <> ''")
+func (q Queries) CountFlagged() (map[string]int64, error) {
+	return q.countBy(&Order{}, "flag", "flag <> ''")
 }
 
 // countBy counts a table's rows per value of one column (where, if given,
 // narrows the rows).
-func (t Tx) countBy(table any, column, where string) (map[string]int64, error) {
+func (q Queries) countBy(table any, column, where string) (map[string]int64, error) {
 	var rows []struct {
 		K string
 		N int64
 	}
-	q := t.db.Model(table).Select(column + " AS k, COUNT(*) AS n")
+	db := q.db.Model(table).Select(column + " AS k, COUNT(*) AS n")
 	if where != "" {
-		q = q.Where(where)
+		db = db.Where(where)
 	}
-	if err := q.Group(column).Scan(&rows).Error; err != nil {
+	if err := db.Group(column).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("count by %s: %w", column, err)
 	}
 	out := make(map[string]int64, len(rows))
@@ -207,28 +346,28 @@ func (t Tx) countBy(table any, column, where string) (map[string]int64, error) {
 }
 
 // AddEvent appends to an order's history.
-func (t Tx) AddEvent(e *Event) error {
+func (q Queries) AddEvent(e *Event) error {
 	if e.CreatedAt.IsZero() {
 		e.CreatedAt = now()
 	}
-	if err := t.db.Create(e).Error; err != nil {
+	if err := q.db.Create(e).Error; err != nil {
 		return fmt.Errorf("event %s %s: %w", e.OrderNo, e.Name, err)
 	}
 	return nil
 }
 
 // Events returns an order's history, oldest first.
-func (t Tx) Events(orderNo string) ([]Event, error) {
+func (q Queries) Events(orderNo string) ([]Event, error) {
 	var out []Event
-	if err := t.db.Where("order_no = ?", orderNo).Order("id").Find(&out).Error; err != nil {
+	if err := q.db.Where("order_no = ?", orderNo).Order("id").Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("events %s: %w", orderNo, err)
 	}
 	return out, nil
 }
 
 // InsertPayment stores a pay or refund; ErrDuplicate when its dedup key exists.
-func (t Tx) InsertPayment(p *Payment) error {
-	err := t.db.Create(p).Error
+func (q Queries) InsertPayment(p *Payment) error {
+	err := q.db.Create(p).Error
 	if isDuplicate(err) {
 		return fmt.Errorf("payment %s: %w", p.OrderNo, ErrDuplicate)
 	}
@@ -239,9 +378,9 @@ func (t Tx) InsertPayment(p *Payment) error {
 }
 
 // Payments returns an order's payments in the order received.
-func (t Tx) Payments(orderNo string) ([]Payment, error) {
+func (q Queries) Payments(orderNo string) ([]Payment, error) {
 	var out []Payment
-	if err := t.db.Where("order_no = ?", orderNo).Order("id").Find(&out).Error; err != nil {
+	if err := q.db.Where("order_no = ?", orderNo).Order("id").Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("payments %s: %w", orderNo, err)
 	}
 	return out, nil
@@ -250,26 +389,14 @@ func (t Tx) Payments(orderNo string) ([]Payment, error) {
 // RecomputePaid derives the order's paid and refunded amounts from its
 // payments. The sum is taken in Go with decimals, so SQLite (which would sum
 // in floating point) and MySQL agree to the cent.
-func (t Tx) RecomputePaid(orderNo string) error {
-	pays, err := t.Payments(orderNo)
+func (q Queries) RecomputePaid(orderNo string) error {
+	pays, err := q.Payments(orderNo)
 	if err != nil {
 		return err
 	}
 	sum := SumPayments(pays)
-	_, err = t.UpdateOrder(orderNo, Changes{"paid_amount": sum.Paid, "refunded_amount": sum.Refunded}, nil)
+	_, err = q.UpdateOrder(orderNo, OrderChange{}.Amounts(Amounts{Paid: sum.Paid, Refunded: sum.Refunded}), OrderGuard{})
 	return err
-}
-
-// whereAll adds column = value conditions; a nil value means IS NULL.
-func whereAll(q *gorm.DB, where Changes) *gorm.DB {
-	for k, v := range where {
-		if v == nil {
-			q = q.Where(k + " IS NULL")
-		} else {
-			q = q.Where(k+" = ?", v)
-		}
-	}
-	return q
 }
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }

@@ -12,9 +12,9 @@ import (
 
 // OrdersAfter returns up to limit orders with an id above afterID, by id: a
 // keyset walk over every order that new orders never disturb.
-func (t Tx) OrdersAfter(afterID int64, limit int) ([]Order, error) {
+func (q Queries) OrdersAfter(afterID int64, limit int) ([]Order, error) {
 	var out []Order
-	if err := t.db.Where("id > ?", afterID).Order("id").Limit(limit).Find(&out).Error; err != nil {
+	if err := q.db.Where("id > ?", afterID).Order("id").Limit(limit).Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("orders after %d: %w", afterID, err)
 	}
 	return out, nil
@@ -22,12 +22,12 @@ func (t Tx) OrdersAfter(afterID int64, limit int) ([]Order, error) {
 
 // PaymentsOfOrders returns the payments (pays and refunds) of the given
 // orders, by id.
-func (t Tx) PaymentsOfOrders(orderNos []string) ([]Payment, error) {
+func (q Queries) PaymentsOfOrders(orderNos []string) ([]Payment, error) {
 	if len(orderNos) == 0 {
 		return nil, nil
 	}
 	var out []Payment
-	if err := t.db.Where("order_no IN ?", orderNos).Order("id").Find(&out).Error; err != nil {
+	if err := q.db.Where("order_no IN ?", orderNos).Order("id").Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("payments of %d orders: %w", len(orderNos), err)
 	}
 	return out, nil
@@ -35,9 +35,9 @@ func (t Tx) PaymentsOfOrders(orderNos []string) ([]Payment, error) {
 
 // OrphanPayments returns up to limit payments, by id above afterID, whose
 // orderno names no order.
-func (t Tx) OrphanPayments(afterID int64, limit int) ([]Payment, error) {
+func (q Queries) OrphanPayments(afterID int64, limit int) ([]Payment, error) {
 	var out []Payment
-	err := t.db.Where("id > ? AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_no = payments.order_no)", afterID).
+	err := q.db.Where("id > ? AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_no = payments.order_no)", afterID).
 		Order("id").Limit(limit).Find(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("orphan payments: %w", err)
@@ -72,11 +72,11 @@ func SumPayments(pays []Payment) PaymentTotals {
 // without error, when the same finding (run date, kind, orderno) is stored
 // already: the unique index decides that a finding is recorded, and so
 // logged, once.
-func (t Tx) InsertFinding(f *Finding) (bool, error) {
+func (q Queries) InsertFinding(f *Finding) (bool, error) {
 	if f.CreatedAt.IsZero() {
 		f.CreatedAt = now()
 	}
-	err := t.db.Create(f).Error
+	err := q.db.Create(f).Error
 	if isDuplicate(err) {
 		return false, nil
 	}

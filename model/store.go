@@ -39,13 +39,13 @@ type Pool struct {
 // Store is the database. Its query methods come from the embedded Tx, so the
 // same method runs inside or outside a transaction.
 type Store struct {
-	Tx
+	Queries
 	sqlDB  *sql.DB
 	driver string
 }
 
 // Tx is a handle for queries: the store itself or one transaction.
-type Tx struct {
+type Queries struct {
 	db *gorm.DB
 }
 
@@ -135,7 +135,7 @@ func Open(ctx context.Context, driver, dsn string, pool Pool) (*Store, error) {
 		sqlDB.SetMaxIdleConns(pool.MaxIdle)
 		sqlDB.SetConnMaxLifetime(pool.MaxLifetime)
 	}
-	s := &Store{Tx: Tx{db: db}, sqlDB: sqlDB, driver: driver}
+	s := &Store{Queries: Queries{db: db}, sqlDB: sqlDB, driver: driver}
 	if err := s.Ping(ctx); err != nil {
 		sqlDB.Close()
 		return nil, err
@@ -153,6 +153,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DB is the store's pool, for the tools and tests that read or fill the
+// tables directly: the load test's fill, the EXPLAIN test of the list
+// queries. The gateway itself goes through Queries.
+func (s *Store) DB() *sql.DB { return s.sqlDB }
 
 // Close closes the pool.
 func (s *Store) Close() error { return s.sqlDB.Close() }
@@ -196,14 +201,14 @@ func (s *Store) Migrate(ctx context.Context) ([]string, error) {
 
 // InTx runs fn in one transaction: committed when fn returns nil, rolled
 // back otherwise.
-func (s *Store) InTx(ctx context.Context, fn func(tx Tx) error) error {
+func (s *Store) InTx(ctx context.Context, fn func(q Queries) error) error {
 	return s.db.WithContext(ctx).Transaction(func(db *gorm.DB) error {
-		return fn(Tx{db: db})
+		return fn(Queries{db: db})
 	})
 }
 
 // With returns a handle bound to ctx.
-func (t Tx) With(ctx context.Context) Tx { return Tx{db: t.db.WithContext(ctx)} }
+func (q Queries) With(ctx context.Context) Queries { return Queries{db: q.db.WithContext(ctx)} }
 
 // isDuplicate reports whether err is a unique-index violation, on MySQL
 // (1062) or SQLite (SQLITE_CONSTRAINT_UNIQUE / PRIMARYKEY).

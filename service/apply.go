@@ -16,13 +16,13 @@ import (
 	"github.com/procurement/gateway/wire"
 )
 
-// ApplyOutcome tells the handler which success status to answer.
-type ApplyOutcome int
+// ApplyStatus tells the handler which success status to answer.
+type ApplyStatus int
 
 const (
-	ApplyCreated  ApplyOutcome = iota // 201: the institution accepted, processing
-	ApplyExisting                     // 200: the same orderno and body again
-	ApplyPending                      // 202: outcome unknown, stays applying; the recovery job re-sends
+	ApplyAccepted    ApplyStatus = iota // 201: the institution accepted, processing
+	ApplyRepeated                       // 200: the same orderno and body again
+	ApplyUnconfirmed                    // 202: no definite answer, stays applying; the recovery job re-sends
 )
 
 // Apply validates an application, stores it as applying and sends it to the
@@ -33,7 +33,7 @@ const (
 // or disabled orgcode), EConflict (orderno taken, or an active order of the
 // bidder for the lot, named), EUpstream (stat 0: apply_rejected, with the
 // institution's errcode and msg), EUnavailable.
-func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyOutcome, error) {
+func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyStatus, error) {
 	req, err := wire.ParseApplyRequest(body, true)
 	if err != nil {
 		return nil, 0, invalid(err)
@@ -55,8 +55,8 @@ func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyOutc
 		// A repeat of an application stored before its deadline passed is
 		// answered from the store like any repeat, not refused.
 		if given {
-			if v, outcome, rerr := s.repeat(ctx, req.OrderNo, hash); !errors.Is(rerr, model.ErrNotFound) {
-				return v, outcome, rerr
+			if v, st, rerr := s.repeat(ctx, req.OrderNo, hash); !errors.Is(rerr, model.ErrNotFound) {
+				return v, st, rerr
 			}
 		}
 		return nil, 0, err
@@ -67,8 +67,8 @@ func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyOutc
 	leaseUntil := now.Add(inst.Timeout + 10*time.Second)
 	next := now.Add(backoff(s.set.ApplyBackoff, 1))
 	o := orderOf(req, hash)
-	o.NextCheckAt, o.LeaseOwner, o.LeaseUntil = &next, s.set.Owner, &leaseUntil
-	err = s.store.InTx(ctx, func(tx model.Tx) error {
+	o.NextCheckAt, o.LeaseOwner, o.LeaseUntil = &next, s.set.Instance, &leaseUntil
+	err = s.store.InTx(ctx, func(tx model.Queries) error {
 		if err := tx.CreateOrder(o); err != nil {
 			return err
 		}
@@ -80,8 +80,8 @@ func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyOutc
 		// A repeat of an active order breaks both unique indexes, and which
 		// one the database names differs (SQLite names the newest index, the
 		// active slot): whether the orderno exists decides.
-		if v, outcome, rerr := s.repeat(ctx, req.OrderNo, hash); !errors.Is(rerr, model.ErrNotFound) {
-			return v, outcome, rerr
+		if v, st, rerr := s.repeat(ctx, req.OrderNo, hash); !errors.Is(rerr, model.ErrNotFound) {
+			return v, st, rerr
 		}
 		if errors.Is(err, model.ErrDuplicate) {
 			return nil, 0, storeErr("apply "+req.OrderNo, err)
@@ -99,12 +99,12 @@ func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyOutc
 	// is recorded even if the bidding module stops waiting (the call itself
 	// is bounded by the institution's timeout).
 	ctx = context.WithoutCancel(ctx)
-	outcome, err := s.sendApply(ctx, inst, o)
+	st, err := s.sendApply(ctx, inst, o)
 	if err != nil {
 		return nil, 0, err
 	}
 	v, err := s.View(ctx, o.OrderNo)
-	return v, outcome, err
+	return v, st, err
 }
 
 // checkDates refuses an application whose bid deadline has passed or whose
@@ -122,7 +122,7 @@ func checkDates(req wire.ApplyRequest, now time.Time) error {
 // repeat answers an application whose orderno is stored: the same
 // application (by its hash) gets the stored order, another one EConflict.
 // It returns model.ErrNotFound when the orderno is not stored.
-func (s *Service) repeat(ctx context.Context, orderNo, hash string) (*OrderView, ApplyOutcome, error) {
+func (s *Service) repeat(ctx context.Context, orderNo, hash string) (*OrderView, ApplyStatus, error) {
 	existing, err := s.store.With(ctx).Order(orderNo)
 	if errors.Is(err, model.ErrNotFound) {
 		return nil, 0, model.ErrNotFound
@@ -134,56 +134,56 @@ func (s *Service) repeat(ctx context.Context, orderNo, hash string) (*OrderView,
 		return nil, 0, errf(EConflict, "orderno", "orderno %s exists with a different application", orderNo)
 	}
 	v, err := s.view(ctx, existing)
-	return v, ApplyExisting, err
+	return v, ApplyRepeated, err
 }
 
 // sendApply calls /guarantee/apply for a stored applying order and applies
-// the answer: processing (URLs kept), apply_rejected (stat 0, as EUpstream),
-// or still applying when the outcome is unknown (ApplyPending).
-func (s *Service) sendApply(ctx context.Context, inst *Institution, o *model.Order) (ApplyOutcome, error) {
+// the answer as the lifecycle table says: processing (URLs kept; in any
+// other status the URLs are learnt and nothing moves), apply_rejected
+// (stat 0, returned as EUpstream), or still applying when no definite
+// answer came (ApplyUnconfirmed).
+func (s *Service) sendApply(ctx context.Context, inst *Institution, o *model.Order) (ApplyStatus, error) {
 	res, err := inst.Client.Apply(ctx, applyRequestOf(o))
 	if err == nil {
 		err = checkURLs(res)
 	}
-	now := s.now()
 	var ce *client.Error
 	switch {
 	case err == nil:
-		set := model.Changes{"continue_url": res.ContinueURL, "query_url": res.QueryURL, "pull_url": res.PullURL,
-			"cancel_url": res.CancelURL, "next_check_at": now.Add(backoff(s.set.PollBackoff, 1)), "check_attempts": 0,
-			"lease_owner": "", "lease_until": nil, "flag": ""}
-		var outcome = ApplyCreated
-		err := s.store.InTx(ctx, func(tx model.Tx) error {
-			moved, err := tx.MoveOrder(o.OrderNo, []model.Status{model.StatusApplying}, model.StatusProcessing, set)
+		learn := model.OrderChange{}.Links(model.Links{ContinueURL: res.ContinueURL, QueryURL: res.QueryURL,
+			PullURL: res.PullURL, CancelURL: res.CancelURL}).FreeLease().Flag(model.FlagNone)
+		err := s.store.InTx(ctx, func(tx model.Queries) error {
+			to := model.StatusProcessing
+			moved, err := tx.MoveOrder(o.OrderNo, movesFrom(evApplyAccepted, to), to,
+				learn.DueAt(s.now().Add(backoff(s.set.PollBackoff, 1))).Attempts(0))
 			if err != nil {
 				return err
 			}
 			if !moved {
-				// A callback got here first (the institution was quick): keep
-				// its status, learn the URLs.
-				delete(set, "next_check_at")
-				delete(set, "check_attempts")
-				_, err = tx.UpdateOrder(o.OrderNo, set, nil)
+				// A callback got here first (the institution was quick): it
+				// keeps its status and learns the URLs.
+				_, err = tx.UpdateOrder(o.OrderNo, learn, model.OrderGuard{})
 				return err
 			}
 			return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventStatus, Name: "apply",
-				FromStatus: string(model.StatusApplying), ToStatus: string(model.StatusProcessing), Detail: "accepted by " + inst.OrgCode})
+				FromStatus: string(model.StatusApplying), ToStatus: string(to), Detail: "accepted by " + inst.OrgCode})
 		})
 		if err != nil {
 			return 0, storeErr("apply "+o.OrderNo, err)
 		}
-		return outcome, nil
+		return ApplyAccepted, nil
 
 	case errors.As(err, &ce) && ce.Kind == client.KindRefused:
 		remark := truncate(fmt.Sprintf("apply refused: errcode %s: %s", ce.Errcode, ce.Msg), 512)
-		err := s.store.InTx(ctx, func(tx model.Tx) error {
-			moved, err := tx.MoveOrder(o.OrderNo, []model.Status{model.StatusApplying}, model.StatusApplyRejected,
-				model.Changes{"remark": remark, "next_check_at": nil, "lease_owner": "", "lease_until": nil})
+		err := s.store.InTx(ctx, func(tx model.Queries) error {
+			to := model.StatusApplyRejected
+			moved, err := tx.MoveOrder(o.OrderNo, movesFrom(evApplyRefused, to), to,
+				model.OrderChange{}.Remark(remark).NotDue().FreeLease())
 			if err != nil || !moved {
-				return err
+				return err // not applying any more: a notice said more than this answer
 			}
 			return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventStatus, Name: "apply",
-				FromStatus: string(model.StatusApplying), ToStatus: string(model.StatusApplyRejected), Detail: remark})
+				FromStatus: string(model.StatusApplying), ToStatus: string(to), Detail: remark})
 		})
 		if err != nil {
 			return 0, storeErr("apply "+o.OrderNo, err)
@@ -194,25 +194,26 @@ func (s *Service) sendApply(ctx context.Context, inst *Institution, o *model.Ord
 		// Timeout, reset, 5xx, garbage, open breaker: the institution may or
 		// may not have the order. It stays applying; the recovery job sends
 		// it again with the same orderno after the back-off.
-		s.applyAttemptFailed(ctx, o, model.Changes{"status": string(model.StatusApplying)})
-		s.logger(ctx).WithError(err).WithField("orderno", o.OrderNo).Warn("apply outcome unknown; will re-send")
-		return ApplyPending, nil
+		s.applyAttemptFailed(ctx, o, model.OrderGuard{Status: []model.Status{model.StatusApplying}})
+		s.logger(ctx).WithError(err).WithField("orderno", o.OrderNo).Warn("no definite answer to the apply; will re-send")
+		return ApplyUnconfirmed, nil
 	}
 }
 
 // applyAttemptFailed counts one apply that did not get a definite answer:
 // the order stays applying, its next try waits one more back-off step, its
 // lease is given up, and after the last allowed attempt it is flagged
-// apply_unconfirmed for operators. where guards the update (the status, or
-// the job's lease token).
-func (s *Service) applyAttemptFailed(ctx context.Context, o *model.Order, where model.Changes) {
+// apply_unconfirmed for operators and taken off the recovery job's queue.
+// g guards the update (the status, or the job's lease token).
+func (s *Service) applyAttemptFailed(ctx context.Context, o *model.Order, g model.OrderGuard) {
 	attempts := o.CheckAttempts + 1
-	set := model.Changes{"check_attempts": attempts, "next_check_at": s.now().Add(backoff(s.set.ApplyBackoff, attempts)),
-		"lease_owner": "", "lease_until": nil}
-	if s.set.MaxApplyAttempts > 0 && attempts >= s.set.MaxApplyAttempts {
-		set["flag"] = model.FlagApplyUnconfirmed
+	c := model.OrderChange{}.Attempts(attempts).FreeLease()
+	if attempts >= s.set.MaxApplyAttempts {
+		c = c.Flag(model.FlagApplyUnconfirmed).NotDue()
+	} else {
+		c = c.DueAt(s.now().Add(backoff(s.set.ApplyBackoff, attempts)))
 	}
-	if _, err := s.store.With(ctx).UpdateOrder(o.OrderNo, set, where); err != nil {
+	if _, err := s.store.With(ctx).UpdateOrder(o.OrderNo, c, g); err != nil {
 		s.logger(ctx).WithError(err).WithField("orderno", o.OrderNo).Error("apply back-off not stored")
 	}
 }

@@ -59,7 +59,7 @@ const (
 type batchJob struct {
 	ctx    context.Context
 	in     CallbackInput
-	out    *outcome
+	out    *receipt
 	key    string
 	pay    wire.PayState
 	notice wire.ApplyNotify
@@ -201,7 +201,7 @@ type batchRows struct {
 // batch. A repeat of a stored or batched callback, of its sender's own
 // order, it records as a duplicate, as the one-by-one path would. The
 // rest it leaves to that path.
-func (s *Service) lockBatch(tx model.Tx, jobs []*batchJob, orderNo func(*batchJob) string,
+func (s *Service) lockBatch(tx model.Queries, jobs []*batchJob, orderNo func(*batchJob) string,
 	plain func(*batchJob, *model.Order) bool) (batchRows, error) {
 	nos := make([]string, 0, len(jobs))
 	keys := make([]string, 0, len(jobs))
@@ -241,10 +241,10 @@ func (s *Service) lockBatch(tx model.Tx, jobs []*batchJob, orderNo func(*batchJo
 		rows = append(rows, s.callbackRow(j.in, j.out, wire.Response{Errcode: wire.CodeOK}, &j.key))
 	}
 	for _, j := range r.repeats {
-		// The job's outcome says duplicate only once the batch commits
+		// The job's receipt says duplicate only once the batch commits
 		// (settle): rolled back, it goes one by one as it came.
 		dup := *j.out
-		dup.orderNo, dup.result = orderNo(j), model.OutcomeDuplicate
+		dup.orderNo, dup.result = orderNo(j), model.CallbackDuplicate
 		rows = append(rows, s.callbackRow(j.in, &dup, wire.Response{Errcode: wire.CodeOK}, nil))
 	}
 	if len(rows) > 0 {
@@ -260,7 +260,7 @@ func (s *Service) lockBatch(tx model.Tx, jobs []*batchJob, orderNo func(*batchJo
 // as duplicates.
 func (r batchRows) settle() []*batchJob {
 	for _, j := range r.repeats {
-		j.out.result = model.OutcomeDuplicate
+		j.out.result = model.CallbackDuplicate
 	}
 	return append(r.take, r.repeats...)
 }
@@ -269,7 +269,7 @@ func (r batchRows) settle() []*batchJob {
 // and repeats, in one transaction, and returns them.
 func (s *Service) commitPays(ctx context.Context, jobs []*batchJob) ([]*batchJob, error) {
 	var r batchRows
-	err := s.store.InTx(ctx, func(tx model.Tx) error {
+	err := s.store.InTx(ctx, func(tx model.Queries) error {
 		var err error
 		r, err = s.lockBatch(tx, jobs, func(j *batchJob) string { return j.pay.OrderNo },
 			func(*batchJob, *model.Order) bool { return true })
@@ -303,25 +303,25 @@ func (s *Service) commitPays(ctx context.Context, jobs []*batchJob) ([]*batchJob
 }
 
 // commitNotices takes, in one transaction, the applynotify callbacks that
-// plainly move an order on: an issuance with its PDF (complete: nothing
-// missing) of an order in applying or processing, and a processing notice
-// of an order in processing, which changes nothing but is recorded; and
-// repeats. It returns them.
+// the lifecycle table plainly decides: an issuance with its PDF (complete:
+// nothing missing) that moves its order to issued, and a processing notice
+// that the table keeps (the order is processing), which changes nothing but
+// is recorded; and repeats. It returns them.
 func (s *Service) commitNotices(ctx context.Context, jobs []*batchJob) ([]*batchJob, error) {
 	var r batchRows
-	err := s.store.InTx(ctx, func(tx model.Tx) error {
+	err := s.store.InTx(ctx, func(tx model.Queries) error {
 		bhnos := make(map[string]bool, len(jobs))
 		fileBytes := 0
 		plain := func(j *batchJob, o *model.Order) bool {
 			n := j.notice
-			switch n.State {
-			case wire.NotifyProcessing:
-				return o.Status == model.StatusProcessing
-			case wire.NotifyIssued:
+			ev := noticeEvent(n.State)
+			switch r := next(o.Status, ev); {
+			case ev == evProcessing && r.act == actKeep:
+				return true // processing, still: the callback row is all
+			case r.act == actMove && r.to == model.StatusIssued:
 				// Two orders of the batch given one bhno would fail the
 				// unique index; the second goes alone and gets 200002.
-				ok := (o.Status == model.StatusApplying || o.Status == model.StatusProcessing) &&
-					n.File != nil && len(n.File) <= batchFileBytes && fileBytes+len(n.File) <= batchFilesBytes &&
+				ok := n.File != nil && len(n.File) <= batchFileBytes && fileBytes+len(n.File) <= batchFilesBytes &&
 					len(n.Missing) == 0 && !bhnos[n.GuaranteeNo]
 				if ok {
 					bhnos[n.GuaranteeNo] = true
@@ -336,21 +336,20 @@ func (s *Service) commitNotices(ctx context.Context, jobs []*batchJob) ([]*batch
 		if err != nil || len(r.take) == 0 {
 			return err
 		}
-		now := s.now()
 		var files []*model.GuaranteeFile
 		var events []*model.Event
-		from := map[model.Status]map[string]model.Changes{}
+		from := map[model.Status]map[string]model.Issuance{}
 		for i, j := range r.take {
 			if j.notice.State != wire.NotifyIssued {
-				continue // processing, still: the callback row is all
+				continue
 			}
 			o := r.orders[j.notice.OrderNo]
 			p := noticeProgress(j.notice, &r.cbs[i].ID)
 			files = append(files, fileRow(o.OrderNo, p.guaranteeNo, p.source, p.file))
 			if from[o.Status] == nil {
-				from[o.Status] = map[string]model.Changes{}
+				from[o.Status] = map[string]model.Issuance{}
 			}
-			from[o.Status][o.OrderNo] = issuedChanges(p, now, true)
+			from[o.Status][o.OrderNo] = s.issuance(p, true)
 			events = append(events, moveEvent(o, model.StatusIssued, p))
 		}
 		if len(files) == 0 {
@@ -360,7 +359,7 @@ func (s *Service) commitNotices(ctx context.Context, jobs []*batchJob) ([]*batch
 			return err
 		}
 		for st, rows := range from {
-			moved, err := tx.MoveOrders([]model.Status{st}, model.StatusIssued, rows)
+			moved, err := tx.RecordIssuances(st, rows)
 			if err != nil {
 				return err
 			}

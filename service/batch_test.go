@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/shopspring/decimal"
 	"github.com/sirupsen/logrus"
 
+	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/model"
 	"github.com/procurement/gateway/model/modeltest"
 	"github.com/procurement/gateway/wire"
@@ -100,17 +102,17 @@ func newBatchFixture(t *testing.T, store *model.Store) *batchFixture {
 		a1: "PB-A1", a2: "PB-A2", b1: "PB-B1", a3: "PB-A3", a4: "PB-A4"}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	f.svc = New(store, NewRegistry([]*Institution{f.bankA, f.bankB}), Settings{}, log, nil)
+	f.svc = New(store, NewRegistry([]*Institution{f.bankA, f.bankB}), SettingsFrom(config.Default()), log, nil)
 	now := time.Now().UTC()
-	err := store.InTx(context.Background(), func(tx model.Tx) error {
-		bh := "BH-A3"
+	err := store.InTx(context.Background(), func(tx model.Queries) error {
+		bh := sql.NullString{String: "BH-A3", Valid: true}
 		for i, o := range []struct {
 			no, org string
 			st      model.Status
-			bhno    *string
-		}{{f.a1, "BANKA", model.StatusProcessing, nil}, {f.a2, "BANKA", model.StatusProcessing, nil},
-			{f.b1, "BANKB", model.StatusProcessing, nil}, {f.a3, "BANKA", model.StatusIssued, &bh},
-			{f.a4, "BANKA", model.StatusApplying, nil}} {
+			bhno    sql.NullString
+		}{{f.a1, "BANKA", model.StatusProcessing, sql.NullString{}}, {f.a2, "BANKA", model.StatusProcessing, sql.NullString{}},
+			{f.b1, "BANKB", model.StatusProcessing, sql.NullString{}}, {f.a3, "BANKA", model.StatusIssued, bh},
+			{f.a4, "BANKA", model.StatusApplying, sql.NullString{}}} {
 			err := tx.CreateOrder(&model.Order{OrderNo: o.no, OrgCode: o.org, Status: o.st, GuaranteeNo: o.bhno, RequestHash: "h",
 				ApplicantName: "某某建设有限公司", ApplicantCode: fmt.Sprintf("91110000MA%08d", i),
 				DepositAmount: decimal.RequireFromString("10000.00"), ProjectName: "道路工程", ProjectCode: "XM1",
@@ -137,14 +139,14 @@ func (f *batchFixture) job(inst *Institution, orderNo, kind, amount string, at t
 	}
 	key := dedupKey(KindPayState, inst.OrgCode, p.OrderNo, p.Kind, fmt.Sprint(p.PaidAt.UnixMilli()), p.Amount.StringFixed(2))
 	return &batchJob{ctx: context.Background(), in: CallbackInput{Kind: KindPayState, Body: []byte(`{"data":"` + key + `"}`), RemoteAddr: "127.0.0.1:1"},
-		out: &outcome{inst: inst, result: model.OutcomeAccepted}, pay: p, key: key, done: make(chan struct{})}
+		out: &receipt{inst: inst, result: model.CallbackAccepted}, pay: p, key: key, done: make(chan struct{})}
 }
 
 // counts are the rows of every table a paystate writes.
 func (f *batchFixture) counts(t *testing.T) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
-	err := f.store.InTx(context.Background(), func(tx model.Tx) error {
+	err := f.store.InTx(context.Background(), func(tx model.Queries) error {
 		for _, no := range []string{f.a1, f.a2, f.b1, f.a3, f.a4, "PB-NONE"} {
 			pays, err := tx.Payments(no)
 			if err != nil {
@@ -226,10 +228,10 @@ func TestPayBatchCommit(t *testing.T) {
 				t.Errorf("%s: %d new rows, want %d", table, d, want)
 			}
 		}
-		for i, want := range []string{model.OutcomeAccepted, model.OutcomeAccepted, model.OutcomeAccepted,
-			model.OutcomeDuplicate, model.OutcomeDuplicate} {
+		for i, want := range []string{model.CallbackAccepted, model.CallbackAccepted, model.CallbackAccepted,
+			model.CallbackDuplicate, model.CallbackDuplicate} {
 			if got := jobs[i].out.result; got != want {
-				t.Errorf("job %d: outcome %s, want %s", i, got, want)
+				t.Errorf("job %d: result %s, want %s", i, got, want)
 			}
 		}
 		decimalIs(t, "a1 paid", f.order(t, f.a1).PaidAmount, "115.50")
@@ -242,7 +244,7 @@ func TestPayBatchCommit(t *testing.T) {
 			var pays []model.Payment
 			var cbs []model.Callback
 			var evs []model.Event
-			err := store.InTx(context.Background(), func(tx model.Tx) (err error) {
+			err := store.InTx(context.Background(), func(tx model.Queries) (err error) {
 				if pays, err = tx.Payments(no); err != nil {
 					return err
 				}
@@ -267,7 +269,7 @@ func TestPayBatchCommit(t *testing.T) {
 			}
 			for _, p := range pays {
 				c, ok := byID[p.CallbackID]
-				if !ok || c.DedupKey == nil || *c.DedupKey != p.DedupKey || c.OrderNo != no || c.Outcome != model.OutcomeAccepted {
+				if !ok || c.DedupKey == nil || *c.DedupKey != p.DedupKey || c.OrderNo != no || c.Result != model.CallbackAccepted {
 					t.Errorf("%s payment %s: callback %d is %+v", no, p.Amount, p.CallbackID, c)
 				}
 				if refs[p.CallbackID] != 1 {
@@ -312,8 +314,8 @@ func TestPayBatchRollsBack(t *testing.T) {
 		before := f.counts(t)
 		f.svc.payBatch(jobs)
 		for i, j := range jobs {
-			if j.handled || j.err != nil || j.out.result != model.OutcomeAccepted {
-				t.Errorf("job %d: handled %v err %v outcome %s, want handed back as it came", i, j.handled, j.err, j.out.result)
+			if j.handled || j.err != nil || j.out.result != model.CallbackAccepted {
+				t.Errorf("job %d: handled %v err %v result %s, want handed back as it came", i, j.handled, j.err, j.out.result)
 			}
 		}
 		if after := f.counts(t); fmt.Sprint(after) != fmt.Sprint(before) {
@@ -332,8 +334,8 @@ func TestPayBatchRollsBack(t *testing.T) {
 				}
 			case err != nil:
 				t.Errorf("job %d alone: %v", i, err)
-			case i == 3 && j.out.result != model.OutcomeDuplicate:
-				t.Errorf("job 3 alone: outcome %s, want a duplicate", j.out.result)
+			case i == 3 && j.out.result != model.CallbackDuplicate:
+				t.Errorf("job 3 alone: result %s, want a duplicate", j.out.result)
 			}
 		}
 		decimalIs(t, "a1 paid", f.order(t, f.a1).PaidAmount, "40.00")
@@ -359,21 +361,21 @@ func (f *batchFixture) notice(inst *Institution, orderNo, state, bhno string, no
 	}
 	key := dedupKey(KindApplyNotify, inst.OrgCode, n.OrderNo, n.State, n.GuaranteeNo, fileSum)
 	return &batchJob{ctx: context.Background(), in: CallbackInput{Kind: KindApplyNotify, Body: []byte(`{"data":"` + key + `"}`), RemoteAddr: "127.0.0.1:1"},
-		out: &outcome{inst: inst, result: model.OutcomeAccepted, guaranteeNo: bhno}, notice: n, key: key, done: make(chan struct{})}
+		out: &receipt{inst: inst, result: model.CallbackAccepted, guaranteeNo: bhno}, notice: n, key: key, done: make(chan struct{})}
 }
 
 // trail is what an order's callbacks left, without IDs and clocks: the
-// order's columns, its file, its events and its callbacks' outcomes.
+// order's columns, its file, its events and its callbacks' results.
 func (f *batchFixture) trail(t *testing.T, no string) string {
 	t.Helper()
 	var b strings.Builder
-	err := f.store.InTx(context.Background(), func(tx model.Tx) error {
+	err := f.store.InTx(context.Background(), func(tx model.Queries) error {
 		o, err := tx.Order(no)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(&b, "order %s %s bhno=%s rate=%s premium=%s issuer=%s/%s/%s issued=%v remark=%q pending=%v due=%v attempts=%d flag=%q slot=%v\n",
-			o.OrderNo, o.Status, o.BHNo(), o.PremiumRate.Decimal.String(), o.Premium.Decimal.String(), o.IssuerName, o.IssuerAddress,
+			o.OrderNo, o.Status, o.GuaranteeNo.String, o.PremiumRate.Decimal.String(), o.Premium.Decimal.String(), o.IssuerName, o.IssuerAddress,
 			o.IssuerPhone, o.IssuedAt, o.Remark, o.FilePending, o.NextCheckAt != nil, o.CheckAttempts, o.Flag, o.ActiveSlot != nil)
 		if fi, err := tx.FileInfo(no); err == nil {
 			fmt.Fprintf(&b, "file %s %s %d %s\n", fi.GuaranteeNo, fi.Sha256, fi.Size, fi.Source)
@@ -390,7 +392,7 @@ func (f *batchFixture) trail(t *testing.T, no string) string {
 			return err
 		}
 		for _, c := range cbs {
-			fmt.Fprintf(&b, "callback %s %s %s %s key=%v\n", c.Kind, c.Outcome, c.Errcode, c.GuaranteeNo, c.DedupKey != nil)
+			fmt.Fprintf(&b, "callback %s %s %s %s key=%v\n", c.Kind, c.Result, c.Errcode, c.GuaranteeNo, c.DedupKey != nil)
 		}
 		return nil
 	})
@@ -423,15 +425,15 @@ func TestNoticeBatchCommit(t *testing.T) {
 				f.notice(f.bankB, f.b1, wire.NotifyIssued, "BH-B1", true),  // no PDF: marked for the pull
 			}
 		}
-		answers := []string{model.OutcomeAccepted, model.OutcomeAccepted, model.OutcomeAccepted, wire.CodeConflict,
-			model.OutcomeLate, model.OutcomeDuplicate, wire.CodeUnknown, model.OutcomeAccepted}
+		answers := []string{model.CallbackAccepted, model.CallbackAccepted, model.CallbackAccepted, wire.CodeConflict,
+			model.CallbackLate, model.CallbackDuplicate, wire.CodeUnknown, model.CallbackAccepted}
 		wantTaken := []bool{true, true, true, false, false, true, false, false}
 		check := func(how string, i int, j *batchJob, err error) {
 			t.Helper()
 			switch w := answers[i]; w {
-			case model.OutcomeAccepted, model.OutcomeLate, model.OutcomeDuplicate:
+			case model.CallbackAccepted, model.CallbackLate, model.CallbackDuplicate:
 				if err != nil || j.out.result != w {
-					t.Errorf("job %d %s: %v, outcome %s, want %s", i, how, err, j.out.result, w)
+					t.Errorf("job %d %s: %v, result %s, want %s", i, how, err, j.out.result, w)
 				}
 			default:
 				if ce := (*callbackErr)(nil); !errors.As(err, &ce) || ce.code != w {
@@ -572,11 +574,13 @@ func (c *batchCounter) CallbackBatch(kind, result string, n int) {
 // distinct payments of one order all count.
 func TestCallbackBatchSetting(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
-		for _, size := range []int{1, 0} {
+		for _, size := range []int{1, config.Default().Server.CallbackBatch} {
 			t.Run(fmt.Sprintf("callback_batch=%d", size), func(t *testing.T) {
 				f := newBatchFixture(t, modeltest.Open(t, store.Driver(), os.Getenv))
 				counter := &batchCounter{batches: map[string]int{}}
-				f.svc = New(f.store, f.svc.insts, Settings{CallbackBatch: size}, f.svc.log, counter)
+				set := SettingsFrom(config.Default())
+				set.CallbackBatch = size
+				f.svc = New(f.store, f.svc.insts, set, f.svc.log, counter)
 				const n = 40
 				t0 := time.Date(2025, 3, 1, 8, 0, 0, 0, time.UTC)
 				var wg sync.WaitGroup
@@ -603,7 +607,7 @@ func TestCallbackBatchSetting(t *testing.T) {
 				if size == 1 && len(counter.batches) != 0 {
 					t.Errorf("group commit off, yet batches %v", counter.batches)
 				}
-				if size == 0 && counter.batches["paystate/committed"] == 0 {
+				if size > 1 && counter.batches["paystate/committed"] == 0 {
 					t.Errorf("%d paystates at once made no batch: %v", n, counter.batches)
 				}
 			})

@@ -59,12 +59,14 @@ func refuse(code, format string, args ...any) *callbackErr {
 	return &callbackErr{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-// outcome is what one callback did, for the audit row, the log and the reply.
-type outcome struct {
+// receipt is what is known of one callback as it is taken: its sender,
+// what it is about and what became of it, for its audit row, its log line
+// and its metric.
+type receipt struct {
 	inst        *Institution
 	orderNo     string
 	guaranteeNo string
-	result      string // model.Outcome*
+	result      string // model.Callback*
 	note        string
 }
 
@@ -78,7 +80,7 @@ type outcome struct {
 // with 500001, so that the institution sends it again.
 func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
 	start := time.Now()
-	out := outcome{result: model.OutcomeAccepted}
+	out := receipt{result: model.CallbackAccepted}
 	err := s.takeCallback(ctx, in, &out)
 
 	var reply Reply
@@ -87,7 +89,7 @@ func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
 	case err == nil:
 		reply = Reply{http.StatusOK, wire.Response{Stat: 1, Errcode: wire.CodeOK, Msg: "成功"}}
 	case errors.As(err, &ce):
-		out.result = model.OutcomeRejected
+		out.result = model.CallbackRejected
 		status := http.StatusOK
 		if ce.status != 0 {
 			status = ce.status
@@ -98,11 +100,11 @@ func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
 		}
 		reply = Reply{status, wire.Response{Stat: 0, Errcode: ce.code, Msg: ce.msg}}
 	default:
-		out.result = model.OutcomeRejected
+		out.result = model.CallbackRejected
 		reply = Reply{http.StatusServiceUnavailable, wire.Response{Stat: 0, Errcode: wire.CodeUnavailable, Msg: "storage unavailable, retry"}}
 	}
 	// Refusals are audited too; what was accepted has its row already.
-	if out.result == model.OutcomeRejected && reply.Body.Errcode != wire.CodeUnavailable {
+	if out.result == model.CallbackRejected && reply.Body.Errcode != wire.CodeUnavailable {
 		if aerr := s.audit(ctx, in, &out, reply.Body, nil); aerr != nil {
 			err = errors.Join(err, aerr)
 		}
@@ -113,7 +115,7 @@ func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
 	}
 	d := time.Since(start)
 	s.metrics.Callback(org, in.Kind, out.result, reply.Body.Errcode, d)
-	fields := logrus.Fields{"institution": org, "kind": in.Kind, "outcome": out.result,
+	fields := logrus.Fields{"institution": org, "kind": in.Kind, "result": out.result,
 		"errcode": reply.Body.Errcode, "latency_ms": d.Milliseconds(), "request_id": in.RequestID, "bytes": len(in.Body)}
 	if out.orderNo != "" {
 		fields["orderno"] = out.orderNo
@@ -137,7 +139,7 @@ func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
 // not in DECISIONS.md §7, which has no code for it; the sender retries.
 const codeRateLimited = "500002"
 
-func (s *Service) takeCallback(ctx context.Context, in CallbackInput, out *outcome) error {
+func (s *Service) takeCallback(ctx context.Context, in CallbackInput, out *receipt) error {
 	inst, ok := s.insts.ByAppKey(in.AppKey)
 	if ok {
 		out.inst = inst // an oversize body is still put to its sender's account
@@ -248,9 +250,9 @@ var errRepeat = errors.New("callback accepted before")
 // one order queue on its row instead of reading it stale. If the key was
 // taken by an earlier callback, the unique index says so and nothing is
 // applied: the repeat is audited as a duplicate and acknowledged.
-func (s *Service) accept(ctx context.Context, in CallbackInput, out *outcome, key string,
-	find func(tx model.Tx) (*model.Order, error), effect func(tx model.Tx, o *model.Order, cb *model.Callback) error) error {
-	err := s.store.InTx(ctx, func(tx model.Tx) error {
+func (s *Service) accept(ctx context.Context, in CallbackInput, out *receipt, key string,
+	find func(tx model.Queries) (*model.Order, error), effect func(tx model.Queries, o *model.Order, cb *model.Callback) error) error {
+	err := s.store.InTx(ctx, func(tx model.Queries) error {
 		o, err := find(tx)
 		if err != nil {
 			return err
@@ -265,9 +267,9 @@ func (s *Service) accept(ctx context.Context, in CallbackInput, out *outcome, ke
 		if err := effect(tx, o, cb); err != nil {
 			return err
 		}
-		if out.result != model.OutcomeAccepted || out.note != "" {
+		if out.result != model.CallbackAccepted || out.note != "" {
 			// The effect decided the callback was late: say so in its row.
-			return tx.SetCallbackOutcome(cb.ID, out.result, out.note)
+			return tx.SetCallbackResult(cb.ID, out.result, out.note)
 		}
 		return nil
 	})
@@ -276,7 +278,7 @@ func (s *Service) accept(ctx context.Context, in CallbackInput, out *outcome, ke
 	case err == nil:
 		return nil
 	case errors.Is(err, errRepeat):
-		out.result = model.OutcomeDuplicate
+		out.result = model.CallbackDuplicate
 		if aerr := s.audit(ctx, in, out, wire.Response{Errcode: wire.CodeOK}, nil); aerr != nil {
 			// The original is stored, so stat 1 would be true; but a store
 			// that cannot write the audit row is not well, and the sender
@@ -296,17 +298,17 @@ func (s *Service) accept(ctx context.Context, in CallbackInput, out *outcome, ke
 
 // audit records a callback outside the effect's transaction: refusals and
 // duplicates, which change nothing else.
-func (s *Service) audit(ctx context.Context, in CallbackInput, out *outcome, resp wire.Response, key *string) error {
+func (s *Service) audit(ctx context.Context, in CallbackInput, out *receipt, resp wire.Response, key *string) error {
 	cb := s.callbackRow(in, out, resp, key)
 	cb.Msg = truncate(resp.Msg, 500)
 	return s.store.With(ctx).InsertCallback(cb)
 }
 
-func (s *Service) callbackRow(in CallbackInput, out *outcome, resp wire.Response, key *string) *model.Callback {
+func (s *Service) callbackRow(in CallbackInput, out *receipt, resp wire.Response, key *string) *model.Callback {
 	sum := sha256.Sum256(in.Body)
 	cb := &model.Callback{Kind: in.Kind, OrderNo: truncate(out.orderNo, 32), GuaranteeNo: truncate(out.guaranteeNo, 64),
 		DedupKey: key, BodySha256: hex.EncodeToString(sum[:]), BodySize: int64(len(in.Body)),
-		Outcome: out.result, Errcode: resp.Errcode, RemoteAddr: truncate(in.RemoteAddr, 64),
+		Result: out.result, Errcode: resp.Errcode, RemoteAddr: truncate(in.RemoteAddr, 64),
 		RequestID: truncate(in.RequestID, 64), ReceivedAt: s.now()}
 	if out.inst != nil {
 		cb.OrgCode = out.inst.OrgCode
@@ -317,7 +319,7 @@ func (s *Service) callbackRow(in CallbackInput, out *outcome, resp wire.Response
 	}
 	// A body over the limit carries a PDF, which is stored once, in
 	// guarantee_files; its audit keeps the digest and the size.
-	if int64(len(in.Body)) <= s.set.RawAuditLimit {
+	if int64(len(in.Body)) <= rawAuditLimit {
 		cb.Body = in.Body
 	}
 	return cb
@@ -328,7 +330,7 @@ func (s *Service) callbackRow(in CallbackInput, out *outcome, resp wire.Response
 // type, paytime and paymoney. Unknown orderno → 200001. Under load,
 // concurrent paystates share one transaction (batch.go); payOne is the
 // path of one alone, and of any the batch hands back.
-func (s *Service) payState(ctx context.Context, in CallbackInput, out *outcome, p wire.PayState) error {
+func (s *Service) payState(ctx context.Context, in CallbackInput, out *receipt, p wire.PayState) error {
 	org := out.inst.OrgCode
 	key := dedupKey(KindPayState, org, p.OrderNo, p.Kind, fmt.Sprint(p.PaidAt.UnixMilli()), p.Amount.StringFixed(2))
 	if handled, err := s.pays.do(&batchJob{ctx: ctx, in: in, out: out, key: key, pay: p}); handled {
@@ -338,18 +340,18 @@ func (s *Service) payState(ctx context.Context, in CallbackInput, out *outcome, 
 }
 
 // payOne takes one paystate in its own transaction.
-func (s *Service) payOne(ctx context.Context, in CallbackInput, out *outcome, p wire.PayState, key string) error {
+func (s *Service) payOne(ctx context.Context, in CallbackInput, out *receipt, p wire.PayState, key string) error {
 	// The order is locked before the payment is added: two payments of one
 	// order at once would otherwise each count from the same amounts, and
 	// the later update would lose the earlier payment.
-	find := func(tx model.Tx) (*model.Order, error) { return s.ownOrder(tx, out.inst.OrgCode, p.OrderNo) }
-	return s.accept(ctx, in, out, key, find, func(tx model.Tx, o *model.Order, cb *model.Callback) error {
+	find := func(tx model.Queries) (*model.Order, error) { return s.ownOrder(tx, out.inst.OrgCode, p.OrderNo) }
+	return s.accept(ctx, in, out, key, find, func(tx model.Queries, o *model.Order, cb *model.Callback) error {
 		sums := model.Amounts{Paid: o.PaidAmount, Refunded: o.RefundedAmount}
 		pay, event := payEffect(o, cb, p, key, &sums)
 		if err := tx.InsertPayment(pay); err != nil {
 			return err
 		}
-		if _, err := tx.UpdateOrder(o.OrderNo, model.Changes{"paid_amount": sums.Paid, "refunded_amount": sums.Refunded}, nil); err != nil {
+		if _, err := tx.UpdateOrder(o.OrderNo, model.OrderChange{}.Amounts(sums), model.OrderGuard{}); err != nil {
 			return err
 		}
 		return tx.AddEvent(event)
@@ -380,7 +382,7 @@ func payEffect(o *model.Order, cb *model.Callback, p wire.PayState, key string, 
 // ownOrder finds and locks the order of this institution; another
 // institution's order is as unknown to the sender as one that does not
 // exist (200001).
-func (s *Service) ownOrder(tx model.Tx, org, orderNo string) (*model.Order, error) {
+func (s *Service) ownOrder(tx model.Queries, org, orderNo string) (*model.Order, error) {
 	o, err := tx.LockOrder(orderNo)
 	if errors.Is(err, model.ErrNotFound) || err == nil && o.OrgCode != org {
 		return nil, refuse(wire.CodeUnknown, "unknown orderno %s", orderNo)
@@ -392,7 +394,7 @@ func (s *Service) ownOrder(tx model.Tx, org, orderNo string) (*model.Order, erro
 // failed, 1 issued). Dedup key: institution, orderno, state, bhno and the
 // file's digest: an issuance sent again with the PDF it lacked is news, the
 // same notice again is not.
-func (s *Service) applyNotify(ctx context.Context, in CallbackInput, out *outcome, n wire.ApplyNotify) error {
+func (s *Service) applyNotify(ctx context.Context, in CallbackInput, out *receipt, n wire.ApplyNotify) error {
 	org := out.inst.OrgCode
 	fileSum := ""
 	if n.File != nil {
@@ -407,15 +409,15 @@ func (s *Service) applyNotify(ctx context.Context, in CallbackInput, out *outcom
 }
 
 // notifyOne takes one applynotify in its own transaction.
-func (s *Service) notifyOne(ctx context.Context, in CallbackInput, out *outcome, n wire.ApplyNotify, key string) error {
-	find := func(tx model.Tx) (*model.Order, error) { return s.ownOrder(tx, out.inst.OrgCode, n.OrderNo) }
-	return s.accept(ctx, in, out, key, find, func(tx model.Tx, o *model.Order, cb *model.Callback) error {
+func (s *Service) notifyOne(ctx context.Context, in CallbackInput, out *receipt, n wire.ApplyNotify, key string) error {
+	find := func(tx model.Queries) (*model.Order, error) { return s.ownOrder(tx, out.inst.OrgCode, n.OrderNo) }
+	return s.accept(ctx, in, out, key, find, func(tx model.Queries, o *model.Order, cb *model.Callback) error {
 		res, err := s.applyProgress(tx, o, noticeProgress(n, &cb.ID))
 		if err != nil {
 			return err
 		}
 		if res.late {
-			out.result, out.note = model.OutcomeLate, res.note
+			out.result, out.note = model.CallbackLate, res.note
 		}
 		return nil
 	})
@@ -424,31 +426,31 @@ func (s *Service) notifyOne(ctx context.Context, in CallbackInput, out *outcome,
 // noticeProgress is what an applynotify says, for applyProgress.
 func noticeProgress(n wire.ApplyNotify, refID *int64) progress {
 	return progress{state: n.State, guaranteeNo: n.GuaranteeNo, remark: n.Remark, source: "applynotify", refID: refID,
-		rate: n.PremiumRate, premium: n.Premium, issuerName: n.IssuerName, issuerAddress: n.IssuerAddress,
-		issuerPhone: n.IssuerPhone, issuedAt: n.IssuedAt, file: n.File, missing: n.Missing, withDetails: true}
+		issuer: &model.IssuerDetails{Rate: n.PremiumRate, Premium: n.Premium, Name: n.IssuerName, Address: n.IssuerAddress,
+			Phone: n.IssuerPhone}, issuedAt: n.IssuedAt, file: n.File, missing: n.Missing}
 }
 
 // release records the guarantee's end: state 0 surrendered (退保), 1
 // cancelled (注销), from issued or cancelling. Dedup key: institution, bhno,
 // state. Unknown bhno → 200001; any other status → 200002.
-func (s *Service) release(ctx context.Context, in CallbackInput, out *outcome, r wire.Release) error {
+func (s *Service) release(ctx context.Context, in CallbackInput, out *receipt, r wire.Release) error {
 	org := out.inst.OrgCode
 	key := dedupKey(KindRelease, org, r.GuaranteeNo, r.State)
-	to := model.StatusCancelled
+	ev, to := evCancelled, model.StatusCancelled
 	if r.State == wire.ReleaseSurrendered {
-		to = model.StatusSurrendered
+		ev, to = evSurrendered, model.StatusSurrendered
 	}
-	find := func(tx model.Tx) (*model.Order, error) {
+	find := func(tx model.Queries) (*model.Order, error) {
 		o, err := tx.OrderByGuarantee(org, r.GuaranteeNo)
 		if errors.Is(err, model.ErrNotFound) {
 			return nil, refuse(wire.CodeUnknown, "unknown bhno %s", r.GuaranteeNo)
 		}
 		return o, err
 	}
-	return s.accept(ctx, in, out, key, find, func(tx model.Tx, o *model.Order, cb *model.Callback) error {
-		// The conditional update decides; o.Status only words the refusal.
-		from := []model.Status{model.StatusIssued, model.StatusCancelling}
-		moved, err := tx.MoveOrder(o.OrderNo, from, to, nil)
+	return s.accept(ctx, in, out, key, find, func(tx model.Queries, o *model.Order, cb *model.Callback) error {
+		// The conditional update from every status the table moves from
+		// decides; o.Status only words the refusal.
+		moved, err := tx.MoveOrder(o.OrderNo, movesFrom(ev, to), to, model.OrderChange{}.NotDue())
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"github.com/procurement/gateway/config"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -59,8 +60,8 @@ func BenchmarkPollCycle(b *testing.B) {
 	bk := newBank(b)
 	bk.set("ok", latency)
 	g := newGateway(b, store, bk, gwOptions{owner: "bench", level: logrus.WarnLevel, maxConcurrent: concurrency,
-		timeout: 10 * time.Second, settings: func(s *service.Settings) {
-			s.Concurrency, s.BatchSize, s.Lease = concurrency, 100, 2*time.Minute
+		timeout: 10 * time.Second, configure: func(c *config.Config) {
+			c.Jobs.Concurrency, c.Jobs.BatchSize, c.Jobs.Lease = concurrency, 100, 2*time.Minute
 		}})
 	nos := seed(b, store, bk, "B", orders, model.StatusProcessing, nil)
 	ideal := time.Duration(orders) * latency / concurrency

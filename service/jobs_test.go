@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -22,8 +23,9 @@ import (
 	"github.com/shopspring/decimal"
 	"github.com/sirupsen/logrus"
 
-	"github.com/procurement/gateway/client"
+	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/crypto"
+	gw "github.com/procurement/gateway/gateway"
 	"github.com/procurement/gateway/model"
 	"github.com/procurement/gateway/model/modeltest"
 	"github.com/procurement/gateway/service"
@@ -210,8 +212,9 @@ func (l *logSink) lines(msg string) []map[string]any {
 	return out
 }
 
-// gateway is one instance: its own service, client and scheduler over a
-// store it may share with others.
+// gateway is one instance, built by gateway.New as production builds it,
+// over a store it may share with others. Its schedules do not run unless
+// the test turns them on; a test runs a job with run.
 type gateway struct {
 	svc   *service.Service
 	jobs  *service.Scheduler
@@ -221,20 +224,31 @@ type gateway struct {
 
 type gwOptions struct {
 	owner         string
-	settings      func(*service.Settings)
-	schedules     service.Schedules
+	configure     func(*config.Config)
 	timeout       time.Duration // per call; default 2s
 	maxConcurrent int           // per institution; default 8
 	level         logrus.Level  // default debug
 }
 
-func testSettings(owner string) service.Settings {
-	return service.Settings{Owner: owner,
-		PollBackoff:       []time.Duration{time.Minute, time.Hour},
-		RedeliveryBackoff: []time.Duration{time.Minute, 2 * time.Minute},
-		ApplyBackoff:      []time.Duration{time.Minute, 2 * time.Minute},
-		MaxApplyAttempts:  3, StaleAfterOpening: 24 * time.Hour,
-		BatchSize: 20, Concurrency: 8, Lease: time.Minute}
+// testConfig is one instance's configuration: config.yaml's defaults, and
+// steps a test would otherwise wait for made quicker.
+func testConfig(owner string, b *bank, o gwOptions) *config.Config {
+	cfg := config.Default()
+	cfg.Server.Instance = owner
+	cfg.API.Tokens = []string{"test-token-0123456789abcdef"}
+	cfg.Institutions = []config.Institution{{OrgCode: orgCode, Name: "test bank", BaseURL: b.srv.URL + "/eg",
+		AppKey: "key-" + orgCode, AppSecret: secret}}
+	cfg.ApplyDefaults()
+	in := &cfg.Institutions[0]
+	// One attempt per call: a test counts calls.
+	in.Timeout, in.Retries, in.RetryWait, in.MaxConcurrent = o.timeout, 0, 10*time.Millisecond, o.maxConcurrent
+	j := &cfg.Jobs
+	j.Disabled = true
+	j.PollBackoff = []time.Duration{time.Minute, time.Hour}
+	j.RedeliveryBackoff = []time.Duration{time.Minute, 2 * time.Minute}
+	j.ApplyBackoff = []time.Duration{time.Minute, 2 * time.Minute}
+	j.MaxApplyAttempts, j.BatchSize, j.Concurrency, j.Lease = 3, 20, 8, time.Minute
+	return cfg
 }
 
 func newGateway(t testing.TB, store *model.Store, b *bank, o gwOptions) *gateway {
@@ -251,34 +265,21 @@ func newGateway(t testing.TB, store *model.Store, b *bank, o gwOptions) *gateway
 	if o.level == 0 {
 		o.level = logrus.DebugLevel
 	}
-	set := testSettings(o.owner)
-	if o.settings != nil {
-		o.settings(&set)
+	cfg := testConfig(o.owner, b, o)
+	if o.configure != nil {
+		o.configure(cfg)
 	}
 	sink := &logSink{}
 	log := logrus.New()
 	log.SetOutput(sink)
 	log.SetFormatter(&logrus.JSONFormatter{})
 	log.SetLevel(o.level)
-	c, err := crypto.New(crypto.Options{}, secret)
+	g, err := gw.New(context.Background(), cfg, log, gw.WithStore(store))
 	if err != nil {
 		t.Fatal(err)
 	}
-	inst := &service.Institution{OrgCode: orgCode, Name: "test bank", AppKey: "key-" + orgCode, Cipher: c,
-		Timeout: o.timeout, MaxConcurrent: o.maxConcurrent}
-	svc := service.New(store, service.NewRegistry([]*service.Institution{inst}), set, log, nil)
-	inst.Client = client.New(client.Config{OrgCode: orgCode, BaseURL: b.srv.URL + "/eg", AppKey: inst.AppKey, Cipher: c,
-		Timeout: o.timeout, RetryWait: 10 * time.Millisecond}, client.NewHTTPClient(), svc)
-	jobs, err := service.NewScheduler(svc, o.schedules, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		jobs.Stop(ctx)
-	})
-	return &gateway{svc: svc, jobs: jobs, logs: sink, store: store}
+	t.Cleanup(func() { g.Close() })
+	return &gateway{svc: g.Service(), jobs: g.Jobs(), logs: sink, store: store}
 }
 
 func (g *gateway) run(t testing.TB, job string) service.JobStats {
@@ -301,7 +302,7 @@ func seed(t testing.TB, store *model.Store, b *bank, prefix string, n int, st mo
 	nos := make([]string, n)
 	const per = 500
 	for start := 0; start < n; start += per {
-		err := store.InTx(context.Background(), func(tx model.Tx) error {
+		err := store.InTx(context.Background(), func(tx model.Queries) error {
 			for i := start; i < min(start+per, n); i++ {
 				o := &model.Order{OrderNo: fmt.Sprintf("%s%05d", prefix, i), OrgCode: orgCode, Status: st, RequestHash: "h",
 					ApplicantName: "某某建设有限公司", ApplicantCode: fmt.Sprintf("9111%s%010d", prefix, i),
@@ -340,7 +341,7 @@ func makeDue(t testing.TB, store *model.Store, nos []string) {
 		go func() {
 			defer wg.Done()
 			for no := range work {
-				if _, err := store.UpdateOrder(no, model.Changes{"next_check_at": past}, nil); err != nil {
+				if _, err := store.UpdateOrder(no, model.OrderChange{}.DueAt(past), model.OrderGuard{}); err != nil {
 					select {
 					case errs <- err:
 					default:
@@ -465,7 +466,7 @@ func TestPollAppliesAnswers(t *testing.T) {
 			opening  *time.Time
 			status   model.Status
 			queried  int
-			flag     string
+			flag     model.Flag
 			nextNull bool
 		}{
 			{"processing stays and waits the next step", wire.NotifyProcessing, nil, model.StatusProcessing, 1, "", false},
@@ -559,8 +560,8 @@ func TestStopMidBatch(t *testing.T) {
 			b := newBank(t)
 			b.set(tc.mode, 200*time.Millisecond)
 			nos := seed(t, store, b, fmt.Sprintf("S%d", k), 60, model.StatusProcessing, nil)
-			a := newGateway(t, store, b, gwOptions{owner: fmt.Sprintf("gw-a%d", k), settings: func(s *service.Settings) {
-				s.Concurrency, s.BatchSize = 4, 30
+			a := newGateway(t, store, b, gwOptions{owner: fmt.Sprintf("gw-a%d", k), configure: func(c *config.Config) {
+				c.Jobs.Concurrency, c.Jobs.BatchSize = 4, 30
 			}})
 			var st service.JobStats
 			ran := make(chan struct{})
@@ -642,7 +643,7 @@ func TestJobsBackOffWhenTheInstitutionMisbehaves(t *testing.T) {
 		{service.JobPullFiles, func(t *testing.T, store *model.Store, b *bank) []string {
 			return seed(t, store, b, "F", 3, model.StatusIssued, func(i int, o *model.Order) {
 				bh := fmt.Sprintf("BH-F%d", i)
-				o.GuaranteeNo, o.FilePending = &bh, true
+				o.GuaranteeNo, o.FilePending = sql.NullString{String: bh, Valid: true}, true
 			})
 		}, func(t *testing.T, store *model.Store, no string, before, after time.Time) {
 			o := order(t, store, no)
@@ -698,7 +699,7 @@ func TestJobsBackOffWhenTheInstitutionMisbehaves(t *testing.T) {
 func pushState(t testing.TB, store *model.Store, n int) []string {
 	t.Helper()
 	var ids []string
-	err := store.InTx(context.Background(), func(tx model.Tx) error {
+	err := store.InTx(context.Background(), func(tx model.Queries) error {
 		for i := range n {
 			ds, err := tx.InsertPush(&model.ProjectStatePush{ProjectName: "道路工程", ProjectCode: fmt.Sprintf("XM%d", i),
 				LotName: "一标段", LotCode: "BD1", OpeningAt: time.Now(), State: "1"}, []string{orgCode})
@@ -734,9 +735,9 @@ func TestPullStoresThePDF(t *testing.T) {
 		g := newGateway(t, store, b, gwOptions{})
 		nos := seed(t, store, b, "F", 3, model.StatusIssued, func(i int, o *model.Order) {
 			bh := fmt.Sprintf("BH%d", i)
-			o.GuaranteeNo, o.FilePending = &bh, true
+			o.GuaranteeNo, o.FilePending = sql.NullString{String: bh, Valid: true}, true
 			if i == 2 { // issued by a query: no bhno yet, nothing to pull with
-				o.GuaranteeNo = nil
+				o.GuaranteeNo = sql.NullString{}
 			}
 		})
 		st := g.run(t, service.JobPullFiles)
@@ -772,14 +773,14 @@ func TestPullFlagsAfterManyFailuresAndKeepsTrying(t *testing.T) {
 		g := newGateway(t, store, b, gwOptions{})
 		nos := seed(t, store, b, "F", 2, model.StatusIssued, func(i int, o *model.Order) {
 			bh := fmt.Sprintf("BH%d", i)
-			o.GuaranteeNo, o.FilePending, o.CheckAttempts = &bh, true, 8+i // the 9th and the 10th failure
+			o.GuaranteeNo, o.FilePending, o.CheckAttempts = sql.NullString{String: bh, Valid: true}, true, 8+i // the 9th and the 10th failure
 		})
 		before := time.Now().UTC()
 		g.run(t, service.JobPullFiles)
 		after := time.Now().UTC()
 		tests := []struct {
 			name string
-			flag string
+			flag model.Flag
 			wait time.Duration
 		}{
 			{"9th failure: the back-off's last step, not yet flagged", "", time.Hour},
@@ -808,7 +809,7 @@ func TestRecoverApplying(t *testing.T) {
 			mode     string
 			attempts int // before the run
 			status   model.Status
-			flag     string
+			flag     model.Flag
 			done     int
 		}{
 			{"accepted on re-send: processing with its URLs", "ok", 1, model.StatusProcessing, "", 1},
@@ -862,24 +863,17 @@ func TestDeliverOutbox(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
 		ctx := context.Background()
 		b := newBank(t)
-		g := newGateway(t, store, b, gwOptions{settings: func(s *service.Settings) {
-			s.RedeliveryBackoff = []time.Duration{time.Second, 2 * time.Second}
+		g := newGateway(t, store, b, gwOptions{configure: func(c *config.Config) {
+			c.Jobs.RedeliveryBackoff = []time.Duration{time.Second, 2 * time.Second}
 		}})
 		ids := pushState(t, store, 4)
 		past := time.Now().UTC().Add(-time.Second)
 		live := time.Now().UTC().Add(time.Minute)
 		// 0: fresh; 1: its instance died mid-attempt; 2: another instance is
 		// attempting it now; 3: one attempt left.
-		mustUpdate := func(id string, c model.Changes) {
-			var n int64
-			fmt.Sscan(id, &n)
-			if _, err := store.UpdateDelivery(n, c, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-		mustUpdate(ids[1], model.Changes{"lease_owner": "gw-dead/1", "lease_until": past})
-		mustUpdate(ids[2], model.Changes{"lease_owner": "gw-live/1", "lease_until": live})
-		mustUpdate(ids[3], model.Changes{"attempts": 2})
+		modeltest.Exec(t, store, "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id = ?", "gw-dead/1", past, ids[1])
+		modeltest.Exec(t, store, "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id = ?", "gw-live/1", live, ids[2])
+		modeltest.Exec(t, store, "UPDATE deliveries SET attempts = 2 WHERE id = ?", ids[3])
 
 		b.set("unavailable", 0) // 503 with Retry-After: 120
 		before := time.Now().UTC()
@@ -928,7 +922,7 @@ func TestReconcile(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
 		ctx := context.Background()
 		b := newBank(t)
-		g := newGateway(t, store, b, gwOptions{schedules: service.Schedules{Reconcile: "0 2 * * *"}})
+		g := newGateway(t, store, b, gwOptions{})
 		now := time.Now().UTC()
 		type pay struct {
 			kind, amount string
@@ -958,7 +952,7 @@ func TestReconcile(t *testing.T) {
 			}
 			if c.status == model.StatusIssued || c.status == model.StatusSurrendered {
 				bh := fmt.Sprintf("BH-C%d", i)
-				o.GuaranteeNo = &bh
+				o.GuaranteeNo = sql.NullString{String: bh, Valid: true}
 			}
 			if c.opened {
 				o.OpeningAt, o.DeadlineAt = now.Add(-time.Hour), now.Add(-2*time.Hour)
@@ -1032,12 +1026,11 @@ func TestReconcileRunsInOneInstance(t *testing.T) {
 		b := newBank(t)
 		var gws []*gateway
 		for _, owner := range []string{"gw-a", "gw-b", "gw-c"} {
-			gws = append(gws, newGateway(t, store, b, gwOptions{owner: owner,
-				schedules: service.Schedules{Reconcile: "0 2 * * *"}}))
+			gws = append(gws, newGateway(t, store, b, gwOptions{owner: owner}))
 		}
 		seed(t, store, b, "C", 5, model.StatusIssued, func(i int, o *model.Order) {
 			bh := fmt.Sprintf("BH%d", i)
-			o.GuaranteeNo = &bh
+			o.GuaranteeNo = sql.NullString{String: bh, Valid: true}
 		})
 		stats := runAll(t, gws, service.JobReconcile)
 		ran := 0
@@ -1064,8 +1057,10 @@ func TestSchedulerRunsOnItsSchedule(t *testing.T) {
 	store := modeltest.Open(t, "sqlite", os.Getenv)
 	b := newBank(t)
 	nos := seed(t, store, b, "T", 3, model.StatusProcessing, nil)
-	g := newGateway(t, store, b, gwOptions{schedules: service.Schedules{PollPending: "@every 1s", PullFiles: "@every 1h",
-		RecoverApplying: "@every 1h", DeliverOutbox: "@every 1h", Reconcile: "0 2 * * *"}})
+	g := newGateway(t, store, b, gwOptions{configure: func(c *config.Config) {
+		c.Jobs.Disabled = false
+		c.Jobs.PollPending, c.Jobs.PullFiles, c.Jobs.RecoverApplying, c.Jobs.DeliverOutbox = "@every 1s", "@every 1h", "@every 1h", "@every 1h"
+	}})
 	g.jobs.Start()
 	deadline := time.Now().Add(5 * time.Second)
 	for b.total("query") < len(nos) && time.Now().Before(deadline) {

@@ -67,8 +67,8 @@ func (m *PrometheusMetrics) CallbackBatch(kind, result string, n int) {
 }
 
 // Call counts one outbound attempt.
-func (m *PrometheusMetrics) Call(org, endpoint, outcome string, d time.Duration) {
-	m.calls.WithLabelValues(org, endpoint, outcome).Inc()
+func (m *PrometheusMetrics) Call(org, endpoint, result string, d time.Duration) {
+	m.calls.WithLabelValues(org, endpoint, result).Inc()
 	m.callLat.WithLabelValues(org, endpoint).Observe(d.Seconds())
 }
 
@@ -122,8 +122,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range model.AllStatuses {
 		ch <- prometheus.MustNewConstMetric(c.orders, prometheus.GaugeValue, float64(byStatus[string(st)]), string(st))
 	}
-	for _, f := range []string{model.FlagStale, model.FlagApplyUnconfirmed, model.FlagPullFailed} {
-		ch <- prometheus.MustNewConstMetric(c.flagged, prometheus.GaugeValue, float64(byFlag[f]), f)
+	for _, f := range model.AllFlags {
+		ch <- prometheus.MustNewConstMetric(c.flagged, prometheus.GaugeValue, float64(byFlag[string(f)]), string(f))
 	}
 	for _, d := range []string{model.DeliveryPending, model.DeliveryDelivered, model.DeliveryDead} {
 		ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.GaugeValue, float64(dels[d]), d)

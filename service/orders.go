@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -53,8 +54,11 @@ type OrderPage struct {
 // List returns orders newest first with a keyset cursor (stable while new
 // orders arrive). Returns EInvalid (status, limit, cursor), EUnavailable.
 func (s *Service) List(ctx context.Context, q ListQuery) (*OrderPage, error) {
-	if q.Status != "" && !knownStatus(model.Status(q.Status)) {
+	if q.Status != "" && !slices.Contains(model.AllStatuses, model.Status(q.Status)) {
 		return nil, errf(EInvalid, "status", "unknown status %q", q.Status)
+	}
+	if q.Flag != "" && !slices.Contains(model.AllFlags, model.Flag(q.Flag)) {
+		return nil, errf(EInvalid, "flag", "unknown flag %q", q.Flag)
 	}
 	if q.Limit == 0 {
 		q.Limit = 50
@@ -73,7 +77,7 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*OrderPage, error) {
 	// One more than asked tells whether a next page exists, so that the
 	// last page carries no cursor to an empty one.
 	orders, err := s.store.With(ctx).ListOrders(model.OrderFilter{ProjectCode: q.ProjectCode, LotCode: q.LotCode,
-		Status: model.Status(q.Status), OrgCode: q.OrgCode, ApplicantCode: q.ApplicantCode, Flag: q.Flag,
+		Status: model.Status(q.Status), OrgCode: q.OrgCode, ApplicantCode: q.ApplicantCode, Flag: model.Flag(q.Flag),
 		BeforeID: before, Limit: q.Limit + 1})
 	if err != nil {
 		return nil, storeErr("list", err)
@@ -94,15 +98,6 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*OrderPage, error) {
 		page.NextCursor = strconv.FormatInt(orders[len(orders)-1].ID, 36)
 	}
 	return page, nil
-}
-
-func knownStatus(st model.Status) bool {
-	for _, a := range model.AllStatuses {
-		if a == st {
-			return true
-		}
-	}
-	return false
 }
 
 // Refresh asks the order's queryurl now and applies the answer, as the poll
@@ -132,7 +127,7 @@ func (s *Service) query(ctx context.Context, inst *Institution, o *model.Order) 
 	if res.Status != wire.NotifyIssued {
 		p.issuedAt = time.Time{}
 	}
-	err = s.store.InTx(ctx, func(tx model.Tx) error {
+	err = s.store.InTx(ctx, func(tx model.Queries) error {
 		cur, err := tx.Order(o.OrderNo)
 		if err != nil {
 			return err
@@ -176,11 +171,11 @@ func (s *Service) Cancel(ctx context.Context, orderNo string) (*OrderView, error
 		return nil, storeErr("order "+orderNo, err)
 	}
 	switch {
-	case o.Status != model.StatusIssued:
+	case next(o.Status, evCancelAccepted).act != actMove:
 		return nil, errf(EConflict, "", "order %s is %s; only an issued guarantee can be cancelled", orderNo, o.Status)
 	case o.CancelURL == "":
 		return nil, errf(EConflict, "", "the institution gave no cancelurl for order %s", orderNo)
-	case o.BHNo() == "":
+	case o.GuaranteeNo.String == "":
 		return nil, errf(EConflict, "", "order %s has no guarantee number yet", orderNo)
 	}
 	inst, ok := s.insts.ByOrgCode(o.OrgCode)
@@ -190,16 +185,17 @@ func (s *Service) Cancel(ctx context.Context, orderNo string) (*OrderView, error
 	// Once sent, what the institution answers is recorded even if the
 	// bidding module stops waiting; the call is bounded by its timeout.
 	ctx = context.WithoutCancel(ctx)
-	if err := inst.Client.Cancel(ctx, o.CancelURL, o.OrderNo, o.BHNo()); err != nil {
+	if err := inst.Client.Cancel(ctx, o.CancelURL, o.OrderNo, o.GuaranteeNo.String); err != nil {
 		return nil, upstream(inst, err)
 	}
-	err = s.store.InTx(ctx, func(tx model.Tx) error {
-		moved, err := tx.MoveOrder(orderNo, []model.Status{model.StatusIssued}, model.StatusCancelling, nil)
+	err = s.store.InTx(ctx, func(tx model.Queries) error {
+		to := model.StatusCancelling
+		moved, err := tx.MoveOrder(orderNo, movesFrom(evCancelAccepted, to), to, model.OrderChange{}.NotDue())
 		if err != nil || !moved {
 			return err
 		}
 		return tx.AddEvent(&model.Event{OrderNo: orderNo, Kind: model.EventStatus, Name: "cancel",
-			FromStatus: string(model.StatusIssued), ToStatus: string(model.StatusCancelling), Detail: "cancelurl accepted"})
+			FromStatus: string(o.Status), ToStatus: string(to), Detail: "cancelurl accepted"})
 	})
 	if err != nil {
 		return nil, storeErr("cancel "+orderNo, err)
@@ -222,7 +218,7 @@ func (s *Service) File(ctx context.Context, orderNo string) (*model.GuaranteeFil
 	if err != nil {
 		return nil, storeErr("order "+orderNo, err)
 	}
-	if !issuedOrLater(o.Status) || o.BHNo() == "" || o.PullURL == "" {
+	if !issuedOrLater(o.Status) || o.GuaranteeNo.String == "" || o.PullURL == "" {
 		return nil, errf(EConflict, "", "order %s is %s and has no guarantee file yet", orderNo, o.Status)
 	}
 	inst, ok := s.insts.ByOrgCode(o.OrgCode)
@@ -245,12 +241,12 @@ func issuedOrLater(st model.Status) bool {
 
 // pull fetches the PDF through pullurl and stores it once.
 func (s *Service) pull(ctx context.Context, inst *Institution, o *model.Order) error {
-	res, err := inst.Client.Pull(ctx, o.PullURL, o.OrderNo, o.BHNo())
+	res, err := inst.Client.Pull(ctx, o.PullURL, o.OrderNo, o.GuaranteeNo.String)
 	if err != nil {
 		return upstream(inst, err)
 	}
-	err = s.store.InTx(ctx, func(tx model.Tx) error {
-		err := tx.InsertFile(fileRow(o.OrderNo, o.BHNo(), "pull", res.File))
+	err = s.store.InTx(ctx, func(tx model.Queries) error {
+		err := tx.InsertFile(fileRow(o.OrderNo, o.GuaranteeNo.String, "pull", res.File))
 		if errors.Is(err, model.ErrDuplicate) {
 			err = nil // stored meanwhile by a callback or another pull
 		} else if err == nil {
@@ -260,7 +256,7 @@ func (s *Service) pull(ctx context.Context, inst *Institution, o *model.Order) e
 		if err != nil {
 			return err
 		}
-		_, err = tx.UpdateOrder(o.OrderNo, model.Changes{"file_pending": false, "flag": ""}, nil)
+		_, err = tx.UpdateOrder(o.OrderNo, model.OrderChange{}.FilePending(false).Flag(model.FlagNone).NotDue().Attempts(0), model.OrderGuard{})
 		return err
 	})
 	if err != nil {
@@ -312,7 +308,7 @@ func (s *Service) Verify(ctx context.Context, body []byte) (*Verification, error
 		if err != nil {
 			return nil, storeErr("verify", err)
 		}
-		v.Match, v.OrderNo, v.GuaranteeNo, v.OrgCode, v.Status = true, o.OrderNo, o.BHNo(), o.OrgCode, o.Status
+		v.Match, v.OrderNo, v.GuaranteeNo, v.OrgCode, v.Status = true, o.OrderNo, o.GuaranteeNo.String, o.OrgCode, o.Status
 		v.Valid = o.Status == model.StatusIssued || o.Status == model.StatusCancelling
 		if v.Valid {
 			break
@@ -353,7 +349,7 @@ func (s *Service) Events(ctx context.Context, orderNo string) ([]EventView, erro
 	}
 	for _, c := range cbs {
 		out = append(out, EventView{ID: c.ID, At: wire.Millis{Time: c.ReceivedAt}, Source: "callback", Kind: model.EventCallback, Name: c.Kind,
-			OrgCode: c.OrgCode, Outcome: c.Outcome, Errcode: c.Errcode, Detail: c.Msg})
+			OrgCode: c.OrgCode, Result: c.Result, Errcode: c.Errcode, Detail: c.Msg})
 	}
 	for _, c := range calls {
 		// The record is written when the answer is in; the status change
@@ -361,7 +357,7 @@ func (s *Service) Events(ctx context.Context, orderNo string) ([]EventView, erro
 		// call is placed at its start, before it.
 		sent := c.CreatedAt.Add(-time.Duration(c.LatencyMs) * time.Millisecond)
 		out = append(out, EventView{ID: c.ID, At: wire.Millis{Time: sent}, Source: "call", Kind: model.EventCall, Name: c.Endpoint,
-			OrgCode: c.OrgCode, Outcome: c.Outcome, Errcode: c.Errcode, HTTPStatus: c.HTTPStatus, LatencyMs: c.LatencyMs,
+			OrgCode: c.OrgCode, Result: c.Result, Errcode: c.Errcode, HTTPStatus: c.HTTPStatus, LatencyMs: c.LatencyMs,
 			URL: c.URL, Detail: c.Error})
 	}
 	// Records of one millisecond keep a sensible order: what came in, what
@@ -389,13 +385,13 @@ type Quote struct {
 // Cost asks one institution's /guarantee/cost. Returns EInvalid, EUpstream.
 func (s *Service) Cost(ctx context.Context, body []byte) (*Quote, error) {
 	var req struct {
-		OrgCode  string          `json:"orgcode"`
-		Bzjmoney json.RawMessage `json:"bzjmoney"`
+		OrgCode       string          `json:"orgcode"`
+		DepositAmount json.RawMessage `json:"bzjmoney"`
 	}
 	if err := json.Unmarshal(body, &req); err != nil {
 		return nil, errf(EInvalid, "body", "not a JSON object")
 	}
-	amount, ferr := wire.ParseMoney("bzjmoney", req.Bzjmoney)
+	amount, ferr := wire.ParseMoney("bzjmoney", req.DepositAmount)
 	if ferr != nil {
 		return nil, invalid(ferr)
 	}
@@ -413,8 +409,8 @@ func (s *Service) Cost(ctx context.Context, body []byte) (*Quote, error) {
 // Quotes asks every enabled institution at once. Each is bounded by its own
 // timeout, so one that hangs shows as an error item without holding the
 // others. Returns EInvalid.
-func (s *Service) Quotes(ctx context.Context, bzjmoney string) ([]Quote, error) {
-	amount, ferr := wire.ParseMoney("bzjmoney", json.RawMessage(strconv.Quote(bzjmoney)))
+func (s *Service) Quotes(ctx context.Context, deposit string) ([]Quote, error) {
+	amount, ferr := wire.ParseMoney("bzjmoney", json.RawMessage(strconv.Quote(deposit)))
 	if ferr != nil {
 		return nil, invalid(ferr)
 	}

@@ -23,15 +23,15 @@ type DeliveryView struct {
 
 // PushView is a project-state announcement and its deliveries.
 type PushView struct {
-	ID         int64          `json:"id"`
-	XMCode     string         `json:"xmcode"`
-	BDCode     string         `json:"bdcode"`
-	State      string         `json:"state"`
-	Deliveries []DeliveryView `json:"deliveries"`
+	ID          int64          `json:"id"`
+	ProjectCode string         `json:"xmcode"`
+	LotCode     string         `json:"bdcode"`
+	State       string         `json:"state"`
+	Deliveries  []DeliveryView `json:"deliveries"`
 }
 
 func pushView(p *model.ProjectStatePush, ds []model.Delivery) *PushView {
-	v := &PushView{ID: p.ID, XMCode: p.ProjectCode, BDCode: p.LotCode, State: p.State, Deliveries: make([]DeliveryView, 0, len(ds))}
+	v := &PushView{ID: p.ID, ProjectCode: p.ProjectCode, LotCode: p.LotCode, State: p.State, Deliveries: make([]DeliveryView, 0, len(ds))}
 	for _, d := range ds {
 		dv := DeliveryView{ID: d.ID, OrgCode: d.OrgCode, Status: d.Status, Attempts: d.Attempts, LastError: d.LastError}
 		if d.NextAttemptAt != nil && d.Status == model.DeliveryPending {
@@ -54,7 +54,7 @@ func (s *Service) PushProjectState(ctx context.Context, body []byte) (*PushView,
 	push := &model.ProjectStatePush{ProjectName: ps.ProjectName, ProjectCode: ps.ProjectCode, LotName: ps.LotName,
 		LotCode: ps.LotCode, OpeningAt: ps.OpeningAt, State: ps.State}
 	var ds []model.Delivery
-	err = s.store.InTx(ctx, func(tx model.Tx) error {
+	err = s.store.InTx(ctx, func(tx model.Queries) error {
 		orgs, err := tx.InstitutionsForLot(ps.ProjectCode, ps.LotCode)
 		if err != nil {
 			return err
@@ -94,8 +94,7 @@ func (s *Service) ProjectStateStatus(ctx context.Context, id int64) (*PushView, 
 // Returns ENotFound, EConflict (not dead), EUnavailable.
 func (s *Service) RetryDelivery(ctx context.Context, id int64) (*DeliveryView, error) {
 	st := s.store.With(ctx)
-	ok, err := st.UpdateDelivery(id, model.Changes{"status": model.DeliveryPending, "next_attempt_at": s.now(), "last_error": ""},
-		model.Changes{"status": model.DeliveryDead})
+	ok, err := st.RearmDelivery(id, s.now())
 	if err != nil {
 		return nil, storeErr("delivery", err)
 	}
@@ -115,9 +114,8 @@ func (s *Service) RetryDelivery(ctx context.Context, id int64) (*DeliveryView, e
 func (s *Service) deliver(ctx context.Context, p *model.ProjectStatePush, d *model.Delivery) bool {
 	st := s.store.With(ctx)
 	now := s.now()
-	until := now.Add(s.set.Lease)
-	token := s.set.Owner + "/" + strconv.FormatInt(now.UnixNano(), 36)
-	claimed, err := st.ClaimDelivery(d.ID, token, now, until)
+	token := s.claimToken(JobDeliverOutbox)
+	claimed, err := st.ClaimDelivery(d.ID, token, now, now.Add(s.set.Lease))
 	if err != nil || !claimed {
 		return false
 	}
@@ -129,34 +127,40 @@ func (s *Service) deliver(ctx context.Context, p *model.ProjectStatePush, d *mod
 		callErr = inst.Client.ProjectState(ctx, wire.ProjectState{ProjectName: p.ProjectName, ProjectCode: p.ProjectCode,
 			LotName: p.LotName, LotCode: p.LotCode, OpeningAt: p.OpeningAt, State: p.State})
 	}
-	attempts := d.Attempts + 1
-	set := model.Changes{"attempts": attempts, "lease_owner": "", "lease_until": nil}
-	if client.KindOf(callErr) == client.KindCircuitOpen {
+	a := s.deliveryAttempt(d, callErr)
+	if _, err := st.RecordDeliveryAttempt(d.ID, token, a); err != nil {
+		s.logger(ctx).WithError(err).WithField("delivery", d.ID).Error("delivery result not stored")
+	}
+	d.Attempts = a.Attempts
+	return callErr == nil
+}
+
+// deliveryAttempt is what an attempt that ended in callErr leaves: the
+// delivery delivered, due again on the redelivery back-off (or the
+// institution's Retry-After when longer), or dead after the last step.
+func (s *Service) deliveryAttempt(d *model.Delivery, callErr error) model.DeliveryAttempt {
+	now := s.now()
+	a := model.DeliveryAttempt{Attempts: d.Attempts + 1, Status: model.DeliveryPending}
+	switch {
+	case callErr == nil:
+		a.Status, a.At = model.DeliveryDelivered, now
+		return a
+	case client.KindOf(callErr) == client.KindCircuitOpen:
 		// Nothing was sent: the institution is known to be down. This is
 		// not an attempt, and must not use up a step of the ~24-hour
 		// schedule; look again after the first step.
-		attempts = d.Attempts
-		set["attempts"] = attempts
-		set["last_error"] = truncate(callErr.Error(), 512)
-		set["next_attempt_at"] = s.now().Add(backoff(s.set.RedeliveryBackoff, 1))
-	} else if callErr == nil {
-		set["status"], set["delivered_at"], set["next_attempt_at"], set["last_error"] = model.DeliveryDelivered, s.now(), nil, ""
-	} else {
-		set["last_error"] = truncate(callErr.Error(), 512)
-		if attempts > len(s.set.RedeliveryBackoff) {
-			set["status"], set["next_attempt_at"] = model.DeliveryDead, nil
-		} else {
-			wait := s.set.RedeliveryBackoff[attempts-1]
-			var ce *client.Error
-			if errors.As(callErr, &ce) && ce.RetryAfter > wait {
-				wait = ce.RetryAfter // the institution asked for more time
-			}
-			set["next_attempt_at"] = s.now().Add(wait)
+		a.Attempts = d.Attempts
+		a.NextAt = now.Add(backoff(s.set.RedeliveryBackoff, 1))
+	case a.Attempts > len(s.set.RedeliveryBackoff):
+		a.Status = model.DeliveryDead
+	default:
+		wait := s.set.RedeliveryBackoff[a.Attempts-1]
+		var ce *client.Error
+		if errors.As(callErr, &ce) && ce.RetryAfter > wait {
+			wait = ce.RetryAfter // the institution asked for more time
 		}
+		a.NextAt = now.Add(wait)
 	}
-	if _, err := st.UpdateDelivery(d.ID, set, model.Changes{"lease_owner": token}); err != nil {
-		s.logger(ctx).WithError(err).WithField("delivery", d.ID).Error("delivery result not stored")
-	}
-	d.Attempts = attempts
-	return callErr == nil
+	a.LastError = truncate(callErr.Error(), 512)
+	return a
 }

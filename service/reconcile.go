@@ -141,7 +141,7 @@ func findingsOf(o *model.Order, pays []model.Payment, now time.Time) []model.Fin
 	issued := issuedOrLater(o.Status)
 	switch {
 	case issued && t.Pays == 0:
-		add(FindingIssuedUnpaid, "order is %s (bhno %s) and has no pay record", o.Status, o.BHNo())
+		add(FindingIssuedUnpaid, "order is %s (bhno %s) and has no pay record", o.Status, o.GuaranteeNo.String)
 	case issued && o.Premium.Valid && !t.Paid.Equal(o.Premium.Decimal):
 		add(FindingPremiumMismatch, "bhcost %s but paid %s in %d pay record(s)",
 			o.Premium.Decimal.StringFixed(2), t.Paid.StringFixed(2), t.Pays)
@@ -159,4 +159,47 @@ func findingsOf(o *model.Order, pays []model.Payment, now time.Time) []model.Fin
 		}
 	}
 	return out
+}
+
+// reconcile runs the daily reconciliation under the job lease, so that of
+// the instances whose schedules fire together one does the work. On success
+// the lease is kept for half the schedule's period (at most an hour), so an
+// instance whose clock is a little behind does not run it again.
+func (j *Scheduler) reconcile(ctx context.Context) (JobStats, error) {
+	s := j.s
+	now := s.now()
+	token := s.claimToken(JobReconcile)
+	got, err := s.store.With(ctx).AcquireJobLease(JobReconcile, token, now, now.Add(max(s.set.Lease, 30*time.Minute)))
+	if err != nil {
+		return JobStats{}, storeErr("reconcile lease", err)
+	}
+	if !got {
+		j.log.Debug("reconciliation is running or ran in another instance")
+		return JobStats{Skipped: true}, nil
+	}
+	rs, err := s.Reconcile(ctx, now.Format(time.DateOnly))
+	until := s.now()
+	if err == nil {
+		until = until.Add(j.reconcileHold(now))
+	}
+	sctx, cancel := storeContext(ctx)
+	defer cancel()
+	if _, lerr := s.store.With(sctx).SetJobLease(JobReconcile, token, until); lerr != nil {
+		j.log.WithError(lerr).Warn("reconcile lease not updated; it runs out by itself")
+	}
+	st := JobStats{}
+	if rs != nil {
+		st.Claimed, st.Done, st.Flagged = rs.Examined, rs.Examined, rs.Findings
+	}
+	return st, err
+}
+
+// reconcileHold is how long a finished reconciliation keeps its lease.
+func (j *Scheduler) reconcileHold(now time.Time) time.Duration {
+	sc := j.specs[JobReconcile]
+	if sc == nil {
+		return 0
+	}
+	n1 := sc.Next(now)
+	return min(sc.Next(n1).Sub(n1)/2, time.Hour)
 }

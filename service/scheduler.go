@@ -57,6 +57,10 @@ type JobStats struct {
 // Scheduler runs the jobs on their schedules. Several instances may run one
 // each over the same database: every job claims its rows with leases (see
 // model/leases.go), and the daily reconciliation runs under a job lease.
+//
+// Each job's work on one row reads in its own file: poll.go, recover.go,
+// pull.go, deliver.go, reconcile.go; runner.go moves the claimed rows
+// through the calls.
 type Scheduler struct {
 	s     *Service
 	log   logrus.FieldLogger
@@ -66,9 +70,9 @@ type Scheduler struct {
 	// running keeps a job from overlapping itself in this instance when a
 	// run outlasts its interval.
 	running map[string]*atomic.Bool
-	// sems bound the calls to each institution at once, across the jobs of
-	// this instance (Institution.MaxConcurrent).
-	sems map[string]chan struct{}
+	// slots bound the calls to each institution at once, across the jobs
+	// of this instance (Institution.MaxConcurrent).
+	slots map[string]chan struct{}
 
 	// ctx is every run's parent; cancelled when Stop's deadline passes.
 	ctx    context.Context
@@ -86,7 +90,7 @@ type Scheduler struct {
 func NewScheduler(s *Service, sched Schedules, log logrus.FieldLogger) (*Scheduler, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	j := &Scheduler{s: s, log: log.WithField("component", "jobs"), specs: map[string]cron.Schedule{},
-		running: map[string]*atomic.Bool{}, sems: map[string]chan struct{}{}, ctx: ctx, cancel: cancel}
+		running: map[string]*atomic.Bool{}, slots: map[string]chan struct{}{}, ctx: ctx, cancel: cancel}
 	j.jobs = map[string]func(context.Context) (JobStats, error){
 		JobPollPending:     j.pollPending,
 		JobRecoverApplying: j.recoverApplying,
@@ -98,11 +102,7 @@ func NewScheduler(s *Service, sched Schedules, log logrus.FieldLogger) (*Schedul
 		j.running[name] = &atomic.Bool{}
 	}
 	for _, in := range s.insts.All() {
-		n := in.MaxConcurrent
-		if n < 1 {
-			n = 8
-		}
-		j.sems[in.OrgCode] = make(chan struct{}, n)
+		j.slots[in.OrgCode] = make(chan struct{}, in.MaxConcurrent)
 	}
 	// Schedules are read in UTC, like every time the gateway keeps: the
 	// reconciliation of "0 2 * * *" runs at 02:00 UTC and is filed under
@@ -171,7 +171,7 @@ func (j *Scheduler) Stop(ctx context.Context) error {
 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	orders, deliveries, rerr := j.s.store.With(rctx).ReleaseOwner(j.s.set.Owner)
+	orders, deliveries, rerr := j.s.store.With(rctx).ReleaseInstance(j.s.set.Instance)
 	if rerr != nil {
 		j.log.WithError(rerr).Error("leases not released at shutdown; they run out by themselves")
 	} else {
@@ -242,196 +242,29 @@ func (j *Scheduler) report(st JobStats, err error) {
 	}
 }
 
-// token names one claim: this instance, the job, and a random part, so that
-// every write after the call can be conditioned on still holding the lease.
-func (j *Scheduler) token(job string) string {
+// claimToken names one claim: this instance, the job, and a random part,
+// so that every write after the call can be conditioned on still holding
+// the lease, and the instance's leases are found by their prefix at
+// shutdown (model.ReleaseInstance).
+func (s *Service) claimToken(job string) string {
 	var b [6]byte
 	rand.Read(b[:])
-	return j.s.set.Owner + "/" + job + "/" + hex.EncodeToString(b[:])
+	return s.set.Instance + "/" + job + "/" + hex.EncodeToString(b[:])
 }
 
 // acquire takes a call slot of the institution, or reports false when ctx
 // ends first. An unknown institution has no bound (its calls fail anyway).
 func (j *Scheduler) acquire(ctx context.Context, org string) (release func(), ok bool) {
-	sem := j.sems[org]
-	if sem == nil {
+	slots := j.slots[org]
+	if slots == nil {
 		return func() {}, true
 	}
 	select {
-	case sem <- struct{}{}:
-		return func() { <-sem }, true
+	case slots <- struct{}{}:
+		return func() { <-slots }, true
 	case <-ctx.Done():
 		return nil, false
 	}
-}
-
-func (j *Scheduler) batchSize() int {
-	if j.s.set.BatchSize > 0 {
-		return j.s.set.BatchSize
-	}
-	return 100
-}
-
-func (j *Scheduler) concurrency() int {
-	if j.s.set.Concurrency > 0 {
-		return j.s.set.Concurrency
-	}
-	return 8
-}
-
-func (j *Scheduler) lease() time.Duration {
-	if j.s.set.Lease > 0 {
-		return j.s.set.Lease
-	}
-	return 2 * time.Minute
-}
-
-// rowOutcome is what became of one claimed row.
-type rowOutcome int
-
-const (
-	outDone     rowOutcome = iota
-	outFailed              // back-off advanced
-	outFlagged             // flagged for operators instead of worked
-	outReleased            // handed back unworked
-	outNotTaken            // another instance claimed it first (deliveries)
-)
-
-// finish is the part of a row's work left after its call: storing what
-// follows from the answer (the next due time, the lease given back). It
-// runs on the pipeline's finishing workers, so that a call slot is free for
-// the next call as soon as the answer is in.
-type finish func() rowOutcome
-
-// pipeline runs one job's claimed rows through a fixed set of workers, as
-// many as the job's concurrency: that many calls at most are in flight. A
-// producer claims the next batch as soon as the workers have taken the last
-// one, so the workers never wait for a whole batch to end (which would leave
-// most of them idle at each batch's tail); the writes that follow a call
-// run on a few finishing workers while the call slot takes the next row.
-//
-// fetch returns the next batch, or none when the run is over; org names a
-// row's institution, bounded by its semaphore; work does one row and may
-// leave a finish; release hands back a row not worked.
-func pipeline[T any](ctx context.Context, j *Scheduler, fetch func(context.Context) ([]T, error),
-	org func(T) string, work func(context.Context, T) (rowOutcome, finish), release func(T)) (JobStats, error) {
-	var st JobStats
-	items := make(chan T)
-	// Written by the producer only, read once the workers are done.
-	var fetchErr error
-	var claimed, unsent int
-	go func() {
-		defer close(items)
-		for !j.stopping.Load() && ctx.Err() == nil {
-			batch, err := fetch(ctx)
-			if err != nil {
-				if ctx.Err() == nil { // a cancelled run just ends
-					fetchErr = err
-				}
-				return
-			}
-			if len(batch) == 0 {
-				return
-			}
-			claimed += len(batch)
-			for i, it := range batch {
-				select {
-				case items <- it:
-				case <-ctx.Done():
-					for _, rest := range batch[i:] {
-						release(rest)
-					}
-					unsent = len(batch) - i
-					return
-				}
-			}
-		}
-	}()
-
-	var mu sync.Mutex
-	count := func(o rowOutcome) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch o {
-		case outDone:
-			st.Done++
-		case outFailed:
-			st.Failed++
-		case outFlagged:
-			st.Flagged++
-		case outReleased:
-			st.Released++
-		case outNotTaken:
-			st.Claimed--
-		}
-	}
-
-	// A few finishing workers suffice: a write takes milliseconds where a
-	// call takes tens or hundreds. The buffer lets a call slot hand over
-	// without waiting; when the finishers fall behind, it fills and the
-	// call slots wait (back-pressure), so leases are never outrun.
-	finishers := max(2, j.concurrency()/4)
-	finishes := make(chan finish, j.concurrency())
-	var fwg sync.WaitGroup
-	for range finishers {
-		fwg.Add(1)
-		go func() {
-			defer fwg.Done()
-			for f := range finishes {
-				count(safely(j, f))
-			}
-		}()
-	}
-
-	var wg sync.WaitGroup
-	for range j.concurrency() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for it := range items {
-				if j.stopping.Load() || ctx.Err() != nil {
-					release(it)
-					count(outReleased)
-					continue
-				}
-				done, ok := j.acquire(ctx, org(it))
-				if !ok {
-					release(it)
-					count(outReleased)
-					continue
-				}
-				var f finish
-				o := safely(j, func() (o rowOutcome) { o, f = work(ctx, it); return o })
-				done()
-				if f != nil {
-					finishes <- f
-					continue
-				}
-				count(o)
-			}
-		}()
-	}
-	wg.Wait()
-	close(finishes)
-	fwg.Wait()
-	// The producer closed items before the workers could finish, so claimed
-	// and fetchErr are settled.
-	st.Claimed += claimed
-	st.Released += unsent
-	return st, fetchErr
-}
-
-// safely runs one piece of a row's work; a panic there is logged and
-// counted as a failure of that row instead of taking the process down (the
-// row's lease runs out and another run retries it).
-func safely(j *Scheduler, f func() rowOutcome) (o rowOutcome) {
-	defer func() {
-		if p := recover(); p != nil {
-			j.log.WithField("panic", fmt.Sprint(p)).Error("job work panicked")
-			o = outFailed
-		}
-	}()
-	return f()
 }
 
 // cronLogger passes cron's own messages (a recovered panic) to logrus.

@@ -1,8 +1,10 @@
 // Package service is the gateway's lifecycle: applying for guarantees,
-// taking the institutions' callbacks, the scheduled jobs and reconciliation.
-// It states what it needs from storage (the model package) and from the
-// institutions (the client package), and decides every transition of an
-// order, so that a handler only moves bytes and a model function only SQL.
+// taking the institutions' callbacks, the scheduled jobs and
+// reconciliation. It decides every transition of an order (lifecycle.go),
+// so that a handler only moves bytes and a model function only SQL. What
+// it needs from outside it states as small interfaces beside their users:
+// Store (storage, satisfied by *model.Store) and InstitutionClient (one
+// institution's interface, satisfied by *client.Client).
 package service
 
 import (
@@ -16,9 +18,10 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/time/rate"
 
-	"github.com/procurement/gateway/client"
+	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/crypto"
 	"github.com/procurement/gateway/model"
+	"github.com/procurement/gateway/wire"
 )
 
 // Error codes of the bidding module's API, mapped to HTTP statuses in one
@@ -30,7 +33,6 @@ const (
 	EUpstream     = "institution"  // 502: the institution refused or failed
 	EUnavailable  = "unavailable"  // 503: storage is down, retry
 	EInternal     = "internal"     // 500
-	EAccepted     = "accepted"     // not an error: 202, the outcome will follow
 	EUnauthorized = "unauthorized" // 401
 )
 
@@ -77,13 +79,34 @@ func storeErr(what string, err error) error {
 	return &Error{Code: EUnavailable, Message: "storage unavailable, retry", Err: fmt.Errorf("%s: %w", what, err)}
 }
 
+// Store is the storage the service needs: queries on the pool, one
+// transaction, a ping. *model.Store satisfies it.
+type Store interface {
+	With(ctx context.Context) model.Queries
+	InTx(ctx context.Context, fn func(tx model.Queries) error) error
+	Ping(ctx context.Context) error
+}
+
+// InstitutionClient is one institution's interface as the service calls it
+// (docs/protocol.md §3.2). *client.Client satisfies it; its errors are
+// *client.Error, which say whether the institution may have acted.
+type InstitutionClient interface {
+	Apply(ctx context.Context, req wire.ApplyRequest) (wire.ApplyResult, error)
+	Cost(ctx context.Context, req wire.CostRequest) (wire.CostResult, error)
+	ProjectState(ctx context.Context, p wire.ProjectState) error
+	Query(ctx context.Context, queryURL, orderNo string) (wire.QueryResult, error)
+	Pull(ctx context.Context, pullURL, orderNo, guaranteeNo string) (wire.PullResult, error)
+	Cancel(ctx context.Context, cancelURL, orderNo, guaranteeNo string) error
+	BreakerState() string
+}
+
 // Institution is one configured institution at run time.
 type Institution struct {
 	OrgCode  string
 	Name     string
 	AppKey   string
 	Cipher   crypto.Cipher
-	Client   *client.Client
+	Client   InstitutionClient
 	Timeout  time.Duration
 	Disabled bool
 	// Callback admission: optional source networks and rate limit.
@@ -130,9 +153,11 @@ func (r *Registry) ByAppKey(key string) (*Institution, bool) {
 // All returns every institution, in configuration order.
 func (r *Registry) All() []*Institution { return r.list }
 
-// Settings are the service's knobs, from config.
+// Settings are the service's knobs. They come from the configuration
+// (SettingsFrom), whose defaults and validation apply: the service sets
+// no default of its own.
 type Settings struct {
-	Owner             string // this instance's name in leases
+	Instance          string // this replica's name in leases
 	PollBackoff       []time.Duration
 	RedeliveryBackoff []time.Duration
 	ApplyBackoff      []time.Duration
@@ -141,17 +166,26 @@ type Settings struct {
 	BatchSize         int
 	Concurrency       int
 	Lease             time.Duration
-	// RawAuditLimit: a callback body larger than this is kept as its sha256
-	// and size only (the PDF itself lives once, in guarantee_files).
-	RawAuditLimit int64
 	// CallbackBatch: at most this many concurrent callbacks of a kind in
-	// one transaction (batch.go); 1 takes each in its own, 0 means 64.
+	// one transaction (batch.go); 1 takes each in its own.
 	CallbackBatch int
 }
 
+// SettingsFrom takes the service's settings from a configuration.
+func SettingsFrom(cfg *config.Config) Settings {
+	j := cfg.Jobs
+	return Settings{Instance: cfg.Server.Instance, PollBackoff: j.PollBackoff, RedeliveryBackoff: j.RedeliveryBackoff,
+		ApplyBackoff: j.ApplyBackoff, MaxApplyAttempts: j.MaxApplyAttempts, StaleAfterOpening: j.StaleAfterOpening,
+		BatchSize: j.BatchSize, Concurrency: j.Concurrency, Lease: j.Lease, CallbackBatch: cfg.Server.CallbackBatch}
+}
+
+// rawAuditLimit: a callback body larger than this is audited as its sha256
+// and size only (a PDF lives once, in guarantee_files).
+const rawAuditLimit = 1 << 20
+
 // Service is the gateway's lifecycle.
 type Service struct {
-	store   *model.Store
+	store   Store
 	insts   *Registry
 	log     logrus.FieldLogger
 	metrics Metrics
@@ -162,15 +196,9 @@ type Service struct {
 }
 
 // New builds the service. metrics may be nil.
-func New(store *model.Store, insts *Registry, set Settings, log logrus.FieldLogger, metrics Metrics) *Service {
+func New(store Store, insts *Registry, set Settings, log logrus.FieldLogger, metrics Metrics) *Service {
 	if metrics == nil {
 		metrics = nopMetrics{}
-	}
-	if set.RawAuditLimit == 0 {
-		set.RawAuditLimit = 1 << 20
-	}
-	if set.CallbackBatch == 0 {
-		set.CallbackBatch = defaultCallbackBatch
 	}
 	s := &Service{store: store, insts: insts, log: log, metrics: metrics, set: set,
 		now: func() time.Time { return time.Now().UTC() }}
@@ -191,7 +219,7 @@ func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
 type Metrics interface {
 	Callback(org, kind, result, errcode string, d time.Duration)
 	CallbackBatch(kind, result string, n int)
-	Call(org, endpoint, outcome string, d time.Duration)
+	Call(org, endpoint, result string, d time.Duration)
 	JobRun(job, result string, d time.Duration)
 }
 
@@ -202,16 +230,9 @@ func (nopMetrics) CallbackBatch(string, string, int)                      {}
 func (nopMetrics) Call(string, string, string, time.Duration)             {}
 func (nopMetrics) JobRun(string, string, time.Duration)                   {}
 
-// backoff returns the wait before attempt n (1-based); the last step repeats.
+// backoff returns the wait before attempt n (1-based); the last step
+// repeats. Every list comes from the configuration, which refuses an
+// empty one.
 func backoff(steps []time.Duration, n int) time.Duration {
-	if len(steps) == 0 {
-		return time.Minute
-	}
-	if n < 1 {
-		n = 1
-	}
-	if n > len(steps) {
-		n = len(steps)
-	}
-	return steps[n-1]
+	return steps[min(max(n, 1), len(steps))-1]
 }

@@ -47,13 +47,13 @@ type FileView struct {
 
 func viewOf(o *model.Order, f *model.GuaranteeFile) *OrderView {
 	v := &OrderView{
-		OrderNo: o.OrderNo, OrgCode: o.OrgCode, Status: o.Status, Flag: o.Flag, GuaranteeNo: o.BHNo(),
+		OrderNo: o.OrderNo, OrgCode: o.OrgCode, Status: o.Status, Flag: string(o.Flag), GuaranteeNo: o.GuaranteeNo.String,
 		ApplicantName: o.ApplicantName, ApplicantCode: o.ApplicantCode, DepositAmount: wire.Amount{Decimal: o.DepositAmount},
 		ProjectName: o.ProjectName, ProjectCode: o.ProjectCode, LotName: o.LotName, LotCode: o.LotCode,
 		OpeningAt: wire.Millis{Time: o.OpeningAt}, DeadlineAt: wire.Millis{Time: o.DeadlineAt},
 		ContinueURL: o.ContinueURL, IssuerName: o.IssuerName, IssuerAddress: o.IssuerAddress, IssuerPhone: o.IssuerPhone,
 		Remark: o.Remark, PaidAmount: wire.Amount{Decimal: o.PaidAmount}, RefundedAmount: wire.Amount{Decimal: o.RefundedAmount},
-		Cancellable: o.Status == model.StatusIssued && o.CancelURL != "" && o.BHNo() != "",
+		Cancellable: o.Status == model.StatusIssued && o.CancelURL != "" && o.GuaranteeNo.String != "",
 		CreatedAt:   wire.Millis{Time: o.CreatedAt}, UpdatedAt: wire.Millis{Time: o.UpdatedAt},
 	}
 	if o.PremiumRate.Valid {
@@ -83,8 +83,11 @@ type EventView struct {
 	To     string      `json:"to_status,omitempty"`
 	Detail string      `json:"detail,omitempty"`
 	// callbacks and calls
-	OrgCode    string `json:"orgcode,omitempty"`
-	Outcome    string `json:"outcome,omitempty"`
+	OrgCode string `json:"orgcode,omitempty"`
+	// Result is what became of a callback (accepted, duplicate, late,
+	// rejected) or a call (ok, or the kind of failure). The API has named
+	// it "outcome" since its first version, and keeps the name.
+	Result     string `json:"outcome,omitempty"`
 	Errcode    string `json:"errcode,omitempty"`
 	HTTPStatus int    `json:"http_status,omitempty"`
 	LatencyMs  int64  `json:"latency_ms,omitempty"`

@@ -78,7 +78,7 @@ CREATE TABLE orders (
   next_check_at    DATETIME(3) NULL,
   check_attempts   INT NOT NULL DEFAULT 0,
   flag             VARCHAR(32) NOT NULL DEFAULT '',
-  lease_owner      VARCHAR(64) NOT NULL DEFAULT '',
+  lease_owner      VARCHAR(128) NOT NULL DEFAULT '',
   lease_until      DATETIME(3) NULL,
   created_at       DATETIME(3) NOT NULL,
   updated_at       DATETIME(3) NOT NULL,
@@ -148,7 +148,7 @@ CREATE TABLE guarantee_files (
 
 -- callbacks: audit of every callback received, refused ones included:
 -- the body as received (still encrypted; bodies over 1 MiB keep only their
--- sha256 and size), outcome, errcode, remote address and request id. Grows
+-- sha256 and size), result, errcode, remote address and request id. Grows
 -- with traffic: archive rows older than the retention period you need.
 CREATE TABLE callbacks (
   id           BIGINT NOT NULL AUTO_INCREMENT,
@@ -161,7 +161,7 @@ CREATE TABLE callbacks (
   body         LONGBLOB NULL,
   body_sha256  CHAR(64) NOT NULL,
   body_size    BIGINT NOT NULL,
-  outcome      VARCHAR(16) NOT NULL,
+  result       VARCHAR(16) NOT NULL,
   errcode      VARCHAR(8) NOT NULL,
   msg          VARCHAR(512) NOT NULL DEFAULT '',
   remote_addr  VARCHAR(64) NOT NULL DEFAULT '',
@@ -175,7 +175,7 @@ CREATE TABLE callbacks (
 
 -- outbound_calls: audit of every attempt to call an institution (apply,
 -- cost, xmstate, query, pull, cancel): URL, HTTP status, stat, errcode,
--- outcome, latency, sizes; never a body. Grows with traffic (polling adds a
+-- result, latency, sizes; never a body. Grows with traffic (polling adds a
 -- row per query): archive rows older than the retention period you need.
 CREATE TABLE outbound_calls (
   id             BIGINT NOT NULL AUTO_INCREMENT,
@@ -187,7 +187,7 @@ CREATE TABLE outbound_calls (
   http_status    INT NOT NULL DEFAULT 0,
   stat           INT NULL,
   errcode        VARCHAR(32) NOT NULL DEFAULT '',
-  outcome        VARCHAR(16) NOT NULL,
+  result         VARCHAR(16) NOT NULL,
   error          VARCHAR(512) NOT NULL DEFAULT '',
   latency_ms     BIGINT NOT NULL,
   request_bytes  BIGINT NOT NULL,
@@ -224,7 +224,7 @@ CREATE TABLE deliveries (
   attempts        INT NOT NULL DEFAULT 0,
   next_attempt_at DATETIME(3) NULL,
   last_error      VARCHAR(512) NOT NULL DEFAULT '',
-  lease_owner     VARCHAR(64) NOT NULL DEFAULT '',
+  lease_owner     VARCHAR(128) NOT NULL DEFAULT '',
   lease_until     DATETIME(3) NULL,
   delivered_at    DATETIME(3) NULL,
   created_at      DATETIME(3) NOT NULL,
@@ -238,7 +238,7 @@ CREATE TABLE deliveries (
 -- until when.
 CREATE TABLE job_leases (
   name        VARCHAR(64) NOT NULL,
-  owner       VARCHAR(64) NOT NULL,
+  owner       VARCHAR(128) NOT NULL,
   lease_until DATETIME(3) NOT NULL,
   PRIMARY KEY (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
@@ -265,4 +265,4 @@ CREATE TABLE goose_db_version (
   tstamp     DATETIME NULL DEFAULT CURRENT_TIMESTAMP,
   PRIMARY KEY (id)
 );
-INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, 1), (1, 1);
+INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, 1), (1, 1), (2, 1);

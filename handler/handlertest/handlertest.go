@@ -1,17 +1,19 @@
-// Package handlertest starts a real gateway for tests: a fresh store
-// (SQLite, or MariaDB when GATEWAY_TEST_MYSQL_DSN is set), real ciphers, the
-// real outbound client, the real service and the real gin server on an
-// httptest listener. Institutions are whatever URLs the test gives (usually
-// httptest servers, or banksim).
+// Package handlertest starts a real gateway for tests, built by
+// gateway.New as production builds it: a fresh store (SQLite, or MariaDB
+// when GATEWAY_TEST_MYSQL_DSN is set), real ciphers, the real outbound
+// client, the real service, scheduler and gin server, listening on a free
+// loopback port. Institutions are whatever URLs the test gives (usually
+// httptest servers, or banksim). The schedules do not run: a test runs a
+// job when it wants with Jobs().RunOnce.
 package handlertest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"sync"
 	"testing"
@@ -19,9 +21,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/procurement/gateway/client"
+	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/crypto"
-	"github.com/procurement/gateway/handler"
+	"github.com/procurement/gateway/gateway"
 	"github.com/procurement/gateway/model"
 	"github.com/procurement/gateway/model/modeltest"
 	"github.com/procurement/gateway/service"
@@ -38,10 +40,10 @@ type Institution struct {
 	AppKey    string
 	AppSecret string
 	Cipher    crypto.Options
-	BaseURL   string // where apply, cost and xmstate live; may be set later via SetBaseURL
+	BaseURL   string // where apply, cost and xmstate live; none: a port nothing listens on
 	Timeout   time.Duration
 	Retries   int
-	// Breaker tuning; zero keeps the client's defaults.
+	// Breaker tuning; zero keeps config.yaml's defaults.
 	BreakerFailures uint32
 	BreakerOpenFor  time.Duration
 }
@@ -50,18 +52,17 @@ type Institution struct {
 type Options struct {
 	Driver       string // "sqlite" (default) or "mysql"
 	Institutions []Institution
-	Settings     service.Settings // zero fields get test-friendly defaults
-	Store        *model.Store     // use this store instead of a fresh one
-	// NotifyBodyLimit is applynotify's body limit; zero means the default
-	// of config (30 MiB).
-	NotifyBodyLimit int64
+	Store        *model.Store // use this store instead of a fresh one
+	// Configure changes the test's configuration (Config) before the
+	// gateway is built.
+	Configure func(*config.Config)
 }
 
 // Gateway is a running test gateway.
 type Gateway struct {
+	*gateway.Gateway
 	Store   *model.Store
 	Service *service.Service
-	Server  *httptest.Server
 	URL     string
 	Log     *logrus.Logger
 	Logs    *Buffer // everything logged, for tests that read the logs
@@ -76,9 +77,48 @@ func DefaultInstitution(orgCode string) Institution {
 		AppSecret: "0123456789abcdef", Timeout: 2 * time.Second}
 }
 
+// Config is the configuration of a test gateway: config.yaml's defaults,
+// a free loopback port, the test token, the institutions, and quicker
+// steps where a test would otherwise wait (retries, back-offs, leases).
+func Config(insts []Institution) *config.Config {
+	cfg := config.Default()
+	cfg.Server.Addr, cfg.Server.Instance = "127.0.0.1:0", "test"
+	cfg.Server.PublicBaseURL = "http://127.0.0.1"
+	cfg.API.Tokens = []string{Token}
+	j := &cfg.Jobs
+	j.Disabled = true
+	j.PollBackoff = []time.Duration{time.Minute, 2 * time.Minute}
+	j.RedeliveryBackoff = []time.Duration{15 * time.Second, 30 * time.Second}
+	j.ApplyBackoff = []time.Duration{30 * time.Second, time.Minute}
+	j.Lease, j.Concurrency, j.MaxApplyAttempts = time.Minute, 8, 5
+	for _, in := range insts {
+		c := config.Institution{OrgCode: in.OrgCode, Name: in.Name, BaseURL: in.BaseURL, AppKey: in.AppKey,
+			AppSecret: in.AppSecret, Cipher: config.Cipher{Algorithm: in.Cipher.Algorithm, Mode: in.Cipher.Mode,
+				IV: in.Cipher.IV, Encoding: in.Cipher.Encoding, Key: in.Cipher.Key, KeyBits: in.Cipher.KeyBits}}
+		if c.BaseURL == "" {
+			c.BaseURL = "http://127.0.0.1:9/unused"
+		}
+		cfg.Institutions = append(cfg.Institutions, c)
+	}
+	cfg.ApplyDefaults()
+	// What the test says, zero included (retries: 0), over the defaults.
+	for i, in := range insts {
+		c := &cfg.Institutions[i]
+		c.Timeout, c.Retries, c.RetryWait = cmp.Or(in.Timeout, 2*time.Second), in.Retries, 10*time.Millisecond
+		if in.BreakerFailures > 0 {
+			c.BreakerFailures = int(in.BreakerFailures)
+		}
+		if in.BreakerOpenFor > 0 {
+			c.BreakerOpenFor = in.BreakerOpenFor
+		}
+	}
+	return cfg
+}
+
 // Start builds and starts a gateway; it is closed when the test ends.
 func Start(t testing.TB, o Options) *Gateway {
 	t.Helper()
+	cfg := Config(o.Institutions)
 	store := o.Store
 	if store == nil {
 		d := o.Driver
@@ -87,76 +127,35 @@ func Start(t testing.TB, o Options) *Gateway {
 		}
 		store = modeltest.Open(t, d, os.Getenv)
 	}
+	if o.Configure != nil {
+		o.Configure(cfg)
+	}
 	logs := &Buffer{}
 	log := logrus.New()
 	log.SetOutput(logs)
 	log.SetFormatter(&logrus.JSONFormatter{})
 	log.SetLevel(logrus.DebugLevel)
 
-	set := o.Settings
-	if set.Owner == "" {
-		set.Owner = "test"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	gw, err := gateway.New(ctx, cfg, log, gateway.WithStore(store))
+	if err != nil {
+		t.Fatalf("gateway: %v", err)
 	}
-	if set.PollBackoff == nil {
-		set.PollBackoff = []time.Duration{time.Minute, 2 * time.Minute}
+	if err := gw.Start(); err != nil {
+		t.Fatalf("gateway: %v", err)
 	}
-	if set.RedeliveryBackoff == nil {
-		set.RedeliveryBackoff = []time.Duration{15 * time.Second, 30 * time.Second}
-	}
-	if set.ApplyBackoff == nil {
-		set.ApplyBackoff = []time.Duration{30 * time.Second, time.Minute}
-	}
-	if set.Lease == 0 {
-		set.Lease = time.Minute
-	}
-	if set.BatchSize == 0 {
-		set.BatchSize = 100
-	}
-	if set.Concurrency == 0 {
-		set.Concurrency = 8
-	}
-	if set.MaxApplyAttempts == 0 {
-		set.MaxApplyAttempts = 5
-	}
-	if set.StaleAfterOpening == 0 {
-		set.StaleAfterOpening = 24 * time.Hour
-	}
-
-	g := &Gateway{Store: store, Log: log, Logs: logs, insts: map[string]*Institution{}, ciphers: map[string]crypto.Cipher{}}
-	var insts []*service.Institution
+	t.Cleanup(func() { gw.Close() })
+	g := &Gateway{Gateway: gw, Store: store, Service: gw.Service(), URL: "http://" + gw.Addr().String(), Log: log,
+		Logs: logs, Metrics: gw.Metrics(), insts: map[string]*Institution{}, ciphers: map[string]crypto.Cipher{}}
 	for i := range o.Institutions {
 		spec := o.Institutions[i]
 		c, err := crypto.New(spec.Cipher, spec.AppSecret)
 		if err != nil {
 			t.Fatalf("cipher of %s: %v", spec.OrgCode, err)
 		}
-		if spec.Timeout == 0 {
-			spec.Timeout = 2 * time.Second
-		}
-		g.insts[spec.OrgCode] = &spec
-		g.ciphers[spec.OrgCode] = c
-		insts = append(insts, &service.Institution{OrgCode: spec.OrgCode, Name: spec.Name, AppKey: spec.AppKey,
-			Cipher: c, Timeout: spec.Timeout, MaxConcurrent: 8})
+		g.insts[spec.OrgCode], g.ciphers[spec.OrgCode] = &spec, c
 	}
-	g.Metrics = service.NewPrometheusMetrics()
-	g.Service = service.New(store, service.NewRegistry(insts), set, log, g.Metrics)
-	g.Metrics.Watch(g.Service)
-	hc := client.NewHTTPClient()
-	for _, in := range insts {
-		spec := g.insts[in.OrgCode]
-		in.Client = client.New(client.Config{OrgCode: spec.OrgCode, BaseURL: spec.BaseURL, AppKey: spec.AppKey,
-			Cipher: in.Cipher, Timeout: spec.Timeout, Retries: spec.Retries, RetryWait: 10 * time.Millisecond,
-			BreakerFailures: spec.BreakerFailures, BreakerOpenFor: spec.BreakerOpenFor}, hc, g.Service)
-	}
-	notifyLimit := o.NotifyBodyLimit
-	if notifyLimit == 0 {
-		notifyLimit = 30 << 20
-	}
-	h := handler.NewServer(handler.Deps{Service: g.Service, Log: log, Tokens: []string{Token}, Metrics: g.Metrics.Handler(),
-		OpenAPI: []byte("openapi: 3.0.3\n"), NotifyBodyLimit: notifyLimit, CallbackBodyLimit: 64 << 10})
-	g.Server = httptest.NewServer(h)
-	g.URL = g.Server.URL
-	t.Cleanup(g.Server.Close)
 	return g
 }
 

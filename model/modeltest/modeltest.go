@@ -101,3 +101,18 @@ func DSN(t testing.TB, driver string, getenv func(string) string) (string, strin
 	cfg.ParseTime = true
 	return "mysql", cfg.FormatDSN()
 }
+
+// Exec runs one statement on the store's pool, for a test that puts a row
+// in a state no gateway path would (a lease of another instance, say).
+// Times are written in UTC, as the store writes them.
+func Exec(t testing.TB, s *model.Store, query string, args ...any) {
+	t.Helper()
+	for i, a := range args {
+		if at, ok := a.(time.Time); ok {
+			args[i] = at.UTC()
+		}
+	}
+	if _, err := s.DB().Exec(query, args...); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+}

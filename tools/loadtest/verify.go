@@ -52,7 +52,7 @@ func verify(ctx context.Context, store *model.Store, p *plan, answers []answer) 
 	a := &Audit{}
 	for _, tr := range trails {
 		for k, n := range tr.Callbacks {
-			if strings.HasSuffix(k, "/"+model.OutcomeDuplicate) {
+			if strings.HasSuffix(k, "/"+model.CallbackDuplicate) {
 				a.DuplicateRows += n
 			}
 		}

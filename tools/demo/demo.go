@@ -55,14 +55,14 @@ type order struct {
 
 // walk is the state carried from step to step.
 type walk struct {
-	cfg     Config
-	client  *http.Client
-	orderNo string
-	xmcode  string
-	bdcode  string
-	opening int64
-	order   order
-	pdf     []byte
+	cfg         Config
+	client      *http.Client
+	orderNo     string
+	projectCode string
+	lotCode     string
+	opening     int64
+	order       order
+	pdf         []byte
 }
 
 type step struct {
@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	now := time.Now()
 	w := &walk{cfg: cfg, client: &http.Client{Timeout: 30 * time.Second},
-		orderNo: "DEMO" + now.Format("20060102150405"), xmcode: "XM-DEMO-" + now.Format("150405"), bdcode: "BD-1",
+		orderNo: "DEMO" + now.Format("20060102150405"), projectCode: "XM-DEMO-" + now.Format("150405"), lotCode: "BD-1",
 		opening: now.Add(25 * time.Hour).UnixMilli()}
 	steps := []step{
 		{"quotes", w.quotes},
@@ -146,7 +146,7 @@ func (w *walk) apply(ctx context.Context) (string, error) {
 	body := map[string]any{
 		"orgcode": w.cfg.OrgCode, "orderno": w.orderNo,
 		"qyname": "某某建设工程有限公司", "qycode": "91110108MA01DEMO0X", "bzjmoney": Deposit,
-		"xmname": "某区政府办公楼改造工程(演示)", "xmcode": w.xmcode, "bdname": "第一标段", "bdcode": w.bdcode,
+		"xmname": "某区政府办公楼改造工程(演示)", "xmcode": w.projectCode, "bdname": "第一标段", "bdcode": w.lotCode,
 		"kbttime": w.opening, "tbjztime": deadline,
 		"zbrname": "某区机关事务管理局", "zbrcode": "11110108000000000Y",
 		"qykh": "中国工商银行北京海淀支行", "qykhzh": "某某建设工程有限公司", "qyjbzh": "0200001234567890123",
@@ -206,17 +206,17 @@ func (w *walk) download(ctx context.Context) (string, error) {
 
 func (w *walk) verify(ctx context.Context) (string, error) {
 	type verdict struct {
-		Match   bool   `json:"match"`
-		OrderNo string `json:"orderno"`
-		BHNo    string `json:"bhno"`
-		Status  string `json:"status"`
-		Valid   bool   `json:"valid"`
+		Match       bool   `json:"match"`
+		OrderNo     string `json:"orderno"`
+		GuaranteeNo string `json:"bhno"`
+		Status      string `json:"status"`
+		Valid       bool   `json:"valid"`
 	}
 	var v verdict
 	if err := w.call(ctx, http.MethodPost, "/v1/verify", w.pdf, http.StatusOK, &v); err != nil {
 		return "", err
 	}
-	if !v.Match || !v.Valid || v.OrderNo != w.orderNo || v.BHNo != w.order.GuaranteeNo {
+	if !v.Match || !v.Valid || v.OrderNo != w.orderNo || v.GuaranteeNo != w.order.GuaranteeNo {
 		return "", fmt.Errorf("POST /v1/verify (the PDF): %+v; want a valid match of %s", v, w.orderNo)
 	}
 	// A forged copy: one byte changed in the middle.
@@ -230,12 +230,12 @@ func (w *walk) verify(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("POST /v1/verify (a changed copy): matched %s; want no match", f.OrderNo)
 	}
 	return fmt.Sprintf("POST /v1/verify (the PDF) → match, order %s, bhno %s, %s, valid; a copy with one byte changed → no match",
-		v.OrderNo, v.BHNo, v.Status), nil
+		v.OrderNo, v.GuaranteeNo, v.Status), nil
 }
 
 func (w *walk) projectState(ctx context.Context) (string, error) {
-	body := map[string]any{"xmname": "某区政府办公楼改造工程(演示)", "xmcode": w.xmcode, "bdname": "第一标段",
-		"bdcode": w.bdcode, "kbttime": w.opening, "state": "1"}
+	body := map[string]any{"xmname": "某区政府办公楼改造工程(演示)", "xmcode": w.projectCode, "bdname": "第一标段",
+		"bdcode": w.lotCode, "kbttime": w.opening, "state": "1"}
 	var res struct {
 		ID         int64 `json:"id"`
 		Deliveries []struct {
@@ -282,10 +282,10 @@ func (w *walk) release(ctx context.Context) (string, error) {
 func (w *walk) history(ctx context.Context) (string, error) {
 	var res struct {
 		Items []struct {
-			Source  string `json:"source"`
-			Name    string `json:"name"`
-			To      string `json:"to_status"`
-			Outcome string `json:"outcome"`
+			Source string `json:"source"`
+			Name   string `json:"name"`
+			To     string `json:"to_status"`
+			Result string `json:"outcome"`
 		} `json:"items"`
 	}
 	path := "/v1/guarantees/" + url.PathEscape(w.orderNo) + "/events"
@@ -298,7 +298,7 @@ func (w *walk) history(ctx context.Context) (string, error) {
 		if e.To != "" {
 			statuses = append(statuses, e.To)
 		}
-		if e.Source == "callback" && e.Outcome == "accepted" {
+		if e.Source == "callback" && e.Result == "accepted" {
 			callbacks[e.Name] = true
 		}
 	}
