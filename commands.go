@@ -17,10 +17,10 @@ import (
 	"time"
 
 	"github.com/procurement/gateway/banksim"
-	"github.com/procurement/gateway/tools/demo"
-	"github.com/procurement/gateway/tools/loadtest"
 	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/gateway"
+	"github.com/procurement/gateway/tools/demo"
+	"github.com/procurement/gateway/tools/loadtest"
 )
 
 // The SIM institution of config.yaml: the demo plays it, and the load test

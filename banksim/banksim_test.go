@@ -549,7 +549,7 @@ func TestQuery(t *testing.T) {
 		t.Errorf("query %s: %+v %v", data, q, err)
 	}
 	if !bytes.Contains(data, []byte(`"status":2`)) {
-		t.Errorf("status not sent as the int of interface.md: %s", data)
+		t.Errorf("status not sent as the int of docs/protocol.md: %s", data)
 	}
 	ans, _ = call(t, res.QueryURL, testKey, wire.OrderRef{OrderNo: "Q2"})
 	wantFail(t, ans, wire.CodeBadParam) // not the URL's order

@@ -13,7 +13,7 @@ import (
 	"github.com/procurement/gateway/wire"
 )
 
-// Callback paths on the gateway (interface.md §3.2.3, §3.2.4, §3.2.9).
+// Callback paths on the gateway (docs/protocol.md §3.2.3, §3.2.4, §3.2.9).
 const (
 	pathPayState    = "/api/guarantee/paystate"
 	pathApplyNotify = "/api/guarantee/applynotify"

@@ -28,10 +28,10 @@ type Config struct {
 	Phone   string
 
 	// AppKey and AppSecret are the pair the procurement system issued; the
-	// same pair is used in both directions (DECISIONS.md §3). Required.
+	// same pair is used in both directions (docs/decisions.md §3). Required.
 	AppKey    string
 	AppSecret string
-	// Cipher selects the envelope cipher (DECISIONS.md §2); zero: AES/ECB,
+	// Cipher selects the envelope cipher (docs/decisions.md §2); zero: AES/ECB,
 	// raw key, base64.
 	Cipher crypto.Options
 
@@ -90,7 +90,7 @@ type Config struct {
 	// PDFInNotify puts the letter into applynotify's bhfile. The interface
 	// requires bhfile on issuance, but the zero value (false) leaves it out
 	// so that the gateway has to fetch the file through pullurl
-	// (DECISIONS.md §6 accepts such a notice). Set it for the normal case.
+	// (docs/decisions.md §6 accepts such a notice). Set it for the normal case.
 	PDFInNotify bool
 	// PDFPadBytes, when larger than the letter, embeds an incompressible
 	// image so that the file is at least that many bytes (and at most about

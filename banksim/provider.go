@@ -72,7 +72,7 @@ func (s *Sim) routes() {
 	s.mux.HandleFunc("GET "+p+"/continue/{orderno}", s.continuePage)
 }
 
-// post wraps an endpoint with what every POST of interface.md does: the
+// post wraps an endpoint with what every POST of docs/protocol.md does: the
 // latency, the injected fault, the appKey check, the envelope and the
 // cipher, and the generic response.
 func (s *Sim) post(counter *atomic.Int64, h endpoint) http.Handler {

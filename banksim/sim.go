@@ -1,5 +1,5 @@
 // Package banksim is a simulated financial institution: the other side of
-// interface.md, for tests, demos and load tests of the gateway.
+// docs/protocol.md, for tests, demos and load tests of the gateway.
 //
 // As a provider it serves /guarantee/apply, /guarantee/cost,
 // /guarantee/xmstate and the per-order queryurl, pullurl, cancelurl and

@@ -1,7 +1,7 @@
 // Package client is the one outbound client of the gateway: every call to an
 // institution (apply, cost, xmstate, and the queryurl, pullurl and cancelurl
 // it handed back) goes through a Client, which builds the envelope of
-// DECISIONS.md §1, encrypts with that institution's cipher, applies its
+// docs/decisions.md §1, encrypts with that institution's cipher, applies its
 // timeout, retries what is safe to retry, stops calling an institution that
 // is down (a circuit breaker), and records every attempt.
 package client
@@ -200,7 +200,7 @@ func (c *Client) Cancel(ctx context.Context, cancelURL, orderNo, guaranteeNo str
 
 // exactMoney refuses an amount with more than two decimals: wire.Amount
 // writes two decimals by rounding, and money must never be changed on the
-// way out without anyone noticing (DECISIONS.md §5).
+// way out without anyone noticing (docs/decisions.md §5).
 func (c *Client) exactMoney(endpoint, field string, d decimal.Decimal) error {
 	if d.Equal(d.Round(2)) {
 		return nil
@@ -220,7 +220,7 @@ type call struct {
 	params     any
 	idempotent bool
 	maxAnswer  int64
-	check      func(plain []byte) error // interface.md's rules on what we send
+	check      func(plain []byte) error // docs/protocol.md's rules on what we send
 	answer     func(plain []byte) error // nil: the answer carries no data
 }
 

@@ -20,7 +20,7 @@ import (
 )
 
 // TestApplyEnvelope checks what an institution receives from Apply: the
-// envelope of DECISIONS.md §1, encrypted with its key, money as a JSON
+// envelope of docs/decisions.md §1, encrypted with its key, money as a JSON
 // number with two decimals, times as epoch milliseconds; and what is
 // recorded of the exchange.
 func TestApplyEnvelope(t *testing.T) {
@@ -85,7 +85,7 @@ func TestApplyEnvelope(t *testing.T) {
 		t.Error("orgcode was sent to the institution")
 	}
 	if len(params) != 18 {
-		t.Errorf("%d parameters sent, want the 18 of interface.md §3.2.1", len(params))
+		t.Errorf("%d parameters sent, want the 18 of docs/protocol.md §3.2.1", len(params))
 	}
 	if !strings.HasPrefix(r.at.Format(time.RFC3339), "20") {
 		t.Error("no arrival time")
@@ -194,7 +194,7 @@ func TestEndpoints(t *testing.T) {
 }
 
 // TestTolerantAnswer: the generic response is read the tolerant way of
-// DECISIONS.md §1 (stat 1 or "1"; data ciphertext, hex, empty, null or
+// docs/decisions.md §1 (stat 1 or "1"; data ciphertext, hex, empty, null or
 // absent where the endpoint returns none).
 func TestTolerantAnswer(t *testing.T) {
 	checkNoLeak(t)

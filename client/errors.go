@@ -24,7 +24,7 @@ const (
 	KindRefused Kind = "refused"
 	// KindBadAnswer: the answer does not decrypt or does not parse.
 	KindBadAnswer Kind = "bad_answer"
-	// KindInvalid: our own request broke a rule of interface.md; not sent.
+	// KindInvalid: our own request broke a rule of docs/protocol.md; not sent.
 	KindInvalid Kind = "invalid"
 	// KindCircuitOpen: the institution failed repeatedly; not sent.
 	KindCircuitOpen Kind = "circuit_open"

@@ -49,7 +49,7 @@ type received struct {
 	at     time.Time
 }
 
-// institution is an httptest server speaking interface.md with the real
+// institution is an httptest server speaking docs/protocol.md with the real
 // cipher. Its answer function sees the hit number (1-based) and the
 // decrypted parameters; release is closed before the server is, so that an
 // answer that hangs can end.

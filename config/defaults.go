@@ -156,4 +156,3 @@ func port(addr string) string {
 	}
 	return p
 }
-

@@ -1,4 +1,4 @@
-// Package crypto implements the envelope ciphers of DECISIONS.md §2: AES (ECB or
+// Package crypto implements the envelope ciphers of docs/decisions.md §2: AES (ECB or
 // CBC, PKCS#7) or SM4, keyed by the institution's app_secret either raw or
 // derived like Java's SHA1PRNG, with the ciphertext carried as base64 or hex.
 //
@@ -16,7 +16,7 @@ import (
 )
 
 // Options selects the cipher of one institution. The zero value is the
-// default of DECISIONS.md: AES/ECB/PKCS5Padding, raw key, standard base64.
+// default of docs/decisions.md: AES/ECB/PKCS5Padding, raw key, standard base64.
 type Options struct {
 	Algorithm string // "aes" (default) | "sm4"
 	Mode      string // "ecb" (default) | "cbc"
@@ -34,7 +34,7 @@ var ErrDecrypt = errors.New("crypto: ciphertext does not decrypt")
 type Cipher interface {
 	// Encrypt pads and encrypts plain and returns the encoded ciphertext.
 	Encrypt(plain []byte) ([]byte, error)
-	// Decrypt accepts the configured encoding and, as DECISIONS.md §2 says,
+	// Decrypt accepts the configured encoding and, as docs/decisions.md §2 says,
 	// hex in either case as well; errors wrap ErrDecrypt.
 	Decrypt(text []byte) ([]byte, error)
 }

@@ -22,7 +22,7 @@ func FuzzDecrypt(f *testing.F) {
 	}
 
 	for _, seed := range []string{
-		// The vectors of DECISIONS.md §2, in base64 and hex.
+		// The vectors of docs/decisions.md §2, in base64 and hex.
 		"IpO7dQlrHNtdcgTXttR8tgLexWUsAhX5OvafAJ8PbVg=",
 		"nrfH9ATyXw61JMs7/8GGAzbYP1z1eGDfH9q6BLn5X20=",
 		"txFa79l2xdDg7LBJ3nfuyVq3EHEnj+OodmnVd29y1nI=",

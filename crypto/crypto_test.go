@@ -21,7 +21,7 @@ const (
 	vecSecret = "1234567890abcdef"
 )
 
-// TestVectors checks the vectors of DECISIONS.md §2, and a few more computed
+// TestVectors checks the vectors of docs/decisions.md §2, and a few more computed
 // with Java 17's javax.crypto on the same plaintext (marked "java17").
 func TestVectors(t *testing.T) {
 	tests := []struct {
@@ -115,7 +115,7 @@ func TestSHA1PRNGStream(t *testing.T) {
 	if got := hex.EncodeToString(sum[:]); got != want {
 		t.Errorf("SHA-256 of 6000 SHA1PRNG bytes = %s, want %s", got, want)
 	}
-	// The first 16 bytes are SHA1(SHA1(seed)), as DECISIONS.md says.
+	// The first 16 bytes are SHA1(SHA1(seed)), as docs/decisions.md says.
 	s := sha1.Sum([]byte(vecSecret))
 	ss := sha1.Sum(s[:])
 	if got := sha1PRNG([]byte(vecSecret), 16); !bytes.Equal(got, ss[:16]) {
@@ -485,7 +485,7 @@ func TestConcurrentUse(t *testing.T) {
 }
 
 // TestAgainstOpenSSL compares with the openssl command line, when there is
-// one: SM4 above all (the only SM4 vector in DECISIONS.md came from OpenSSL),
+// one: SM4 above all (the only SM4 vector in docs/decisions.md came from OpenSSL),
 // and AES as a cross-check.
 func TestAgainstOpenSSL(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {

@@ -12,7 +12,7 @@ import (
 // real cipher, to the real handler and service (in process, on SQLite), as
 // each of the three callbacks. The answer must always be a well-formed
 // generic response: HTTP 200 with stat 1 and 000000, or stat 0 with an
-// errcode of DECISIONS.md §7 and a message; never a 500, never a 503 on a
+// errcode of docs/decisions.md §7 and a message; never a 500, never a 503 on a
 // healthy store. Since the envelope is right, the refusal is never 100001
 // or 100002, and it is 100003 exactly when the wire parser refuses the
 // plaintext. CI runs it for a bounded time:

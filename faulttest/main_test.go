@@ -120,7 +120,7 @@ func gatewayBinary(t testing.TB) string {
 type institution struct {
 	OrgCode   string
 	AppKey    string
-	AppSecret string // AES-128, the default cipher of DECISIONS.md §2
+	AppSecret string // AES-128, the default cipher of docs/decisions.md §2
 	BaseURL   string // where xmstate goes; unused by the callback tests
 }
 
@@ -424,7 +424,7 @@ func (a answer) String() string {
 }
 
 // sender posts callbacks as an institution does: the envelope of
-// DECISIONS.md §1, encrypted with the institution's real cipher. Every
+// docs/decisions.md §1, encrypted with the institution's real cipher. Every
 // request dials afresh, so that a refused dial tells "the gateway is down"
 // apart from a request whose answer was lost.
 type sender struct {

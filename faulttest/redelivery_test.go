@@ -174,7 +174,7 @@ func TestRedelivery(t *testing.T) {
 		doneB.Sub(killedAt).Round(time.Millisecond), inst.count(), inst.faultCounts())
 }
 
-// pushView is the API's answer about a project-state push (API.md).
+// pushView is the API's answer about a project-state push (docs/api.md).
 type pushView struct {
 	ID         int64 `json:"id"`
 	Deliveries []struct {

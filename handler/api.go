@@ -49,7 +49,7 @@ func apiStatus(code string) int {
 	return http.StatusInternalServerError
 }
 
-// fail writes the error shape of API.md. Internal causes are logged, and
+// fail writes the error shape of docs/api.md. Internal causes are logged, and
 // the caller is told only what it can act on.
 func (s *server) fail(c *gin.Context, err error) {
 	var e *service.Error

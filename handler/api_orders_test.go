@@ -133,14 +133,14 @@ func TestAPIRefresh(t *testing.T) {
 		apiWant(t, st, body, http.StatusAccepted)
 
 		cases := []struct {
-			name       string
-			orderNo    string
-			answer     stubAnswer
-			wantStatus int
-			wantCode   string
-			wantOrder  string
-			wantGuaranteeNo   string
-			wantCalls  int
+			name            string
+			orderNo         string
+			answer          stubAnswer
+			wantStatus      int
+			wantCode        string
+			wantOrder       string
+			wantGuaranteeNo string
+			wantCalls       int
 		}{
 			{"unknown order", "NOSUCH", stubAnswer{}, 404, "not_found", "", "", 0},
 			{"no queryurl yet", "R2", stubAnswer{}, 409, "conflict", "applying", "", 0},

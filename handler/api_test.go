@@ -18,7 +18,7 @@ import (
 	"github.com/procurement/gateway/handler/handlertest"
 )
 
-// The tests of the bidding module's API (API.md, issue 4) run the real
+// The tests of the bidding module's API (docs/api.md, issue 4) run the real
 // gateway (handlertest: real store, cipher, client, service and gin server)
 // against stub institutions on httptest, on SQLite and, when
 // GATEWAY_TEST_MYSQL_DSN is set, on MariaDB.
@@ -75,7 +75,7 @@ type apiOrder struct {
 	CreatedAt int64 `json:"created_at"`
 }
 
-// apiError is API.md's error shape.
+// apiError is docs/api.md's error shape.
 type apiError struct {
 	Error struct {
 		Code    string `json:"code"`
@@ -102,7 +102,7 @@ func apiWant(t testing.TB, status int, body []byte, want int) []byte {
 	return body
 }
 
-// apiWantError checks an error answer: its status and API.md's shape with
+// apiWantError checks an error answer: its status and docs/api.md's shape with
 // the code and field.
 func apiWantError(t testing.TB, status int, body []byte, want int, code, field string) apiError {
 	t.Helper()
@@ -217,7 +217,7 @@ func TestAPIAuth(t *testing.T) {
 		}
 	}
 	if v1 < 15 {
-		t.Fatalf("only %d /v1 routes registered, API.md has 15", v1)
+		t.Fatalf("only %d /v1 routes registered, docs/api.md has 15", v1)
 	}
 	for _, auth := range []string{"Bearer " + handlertest.Token, "bearer " + handlertest.Token} {
 		if st, _, b := do(http.MethodGet, "/v1/institutions", auth); st != http.StatusOK {

@@ -31,7 +31,7 @@ import (
 	"github.com/procurement/gateway/wire"
 )
 
-// The institutions of these tests, one per cipher family of DECISIONS.md §2.
+// The institutions of these tests, one per cipher family of docs/decisions.md §2.
 const (
 	orgECB  = "BANK01" // AES/ECB, base64: the default
 	orgCBC  = "BANK02" // AES/CBC with iv=key, lower-case hex
@@ -358,7 +358,7 @@ func decimalEq(t testing.TB, what string, got decimal.Decimal, want string) {
 }
 
 // TestCallbackRefusals walks every refusal before the effect: the appKey
-// (100001), the cipher (100002) and each rule of interface.md on the fields
+// (100001), the cipher (100002) and each rule of docs/protocol.md on the fields
 // (100003, the field named in msg). Each is answered HTTP 200 with stat 0,
 // audited as a rejected callback with the body's digest, and changes nothing.
 func TestCallbackRefusals(t *testing.T) {
@@ -517,7 +517,7 @@ func TestCallbackConflicts(t *testing.T) {
 		}{
 			{name: "paystate of an unknown orderno", kind: "paystate", params: payParams("NO-SUCH-ORDER", "1", "10.00", at),
 				code: wire.CodeUnknown, orderNo: "NO-SUCH-ORDER"},
-			// 32 characters of three bytes each: valid by interface.md's
+			// 32 characters of three bytes each: valid by docs/protocol.md's
 			// string(32), which counts characters, so it reaches the lookup.
 			{name: "orderno of 32 runes is valid, and unknown", kind: "paystate", params: payParams(strings.Repeat("号", 32), "1", "10.00", at),
 				code: wire.CodeUnknown, orderNo: strings.Repeat("号", 32)},

@@ -107,7 +107,7 @@ func TestOpenAPIDocument(t *testing.T) {
 				}
 				continue
 			}
-			// /v1: behind the bearer token, and every error in API.md's shape.
+			// /v1: behind the bearer token, and every error in docs/api.md's shape.
 			if op.Security != nil {
 				t.Errorf("%s overrides the bearer security", name)
 			}

@@ -4,12 +4,12 @@ import "github.com/gin-gonic/gin"
 
 // routes is the whole HTTP surface, readable as a table.
 func (s *server) routes(r *gin.Engine) {
-	// Institutions' callbacks (interface.md §3.2.3, §3.2.4, §3.2.9).
+	// Institutions' callbacks (docs/protocol.md §3.2.3, §3.2.4, §3.2.9).
 	r.POST("/api/guarantee/paystate", s.callback("paystate", s.CallbackBodyLimit))
 	r.POST("/api/guarantee/applynotify", s.callback("applynotify", s.NotifyBodyLimit))
 	r.POST("/api/guarantee/release", s.callback("release", s.CallbackBodyLimit))
 
-	// The bidding module's API (API.md).
+	// The bidding module's API (docs/api.md).
 	v1 := r.Group("/v1", s.auth)
 	v1.POST("/guarantees", s.apply)
 	v1.GET("/guarantees", s.list)
@@ -33,6 +33,6 @@ func (s *server) routes(r *gin.Engine) {
 	r.GET("/metrics", s.metrics)
 	r.GET("/openapi.yaml", s.openapi)
 
-	// Anything else answers in the error shape of API.md, not gin's text.
+	// Anything else answers in the error shape of docs/api.md, not gin's text.
 	r.NoRoute(s.notFound)
 }

@@ -91,7 +91,7 @@ func (q Queries) OrderTrails(prefix string) (map[string]*OrderTrail, error) {
 
 	var cbs []struct {
 		OrderNo, Kind, Result string
-		N                      int64
+		N                     int64
 	}
 	if err := q.db.Model(&Callback{}).Select("order_no, kind, result, COUNT(*) AS n").Where("order_no LIKE ?", like).
 		Group("order_no, kind, result").Scan(&cbs).Error; err != nil {

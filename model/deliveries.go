@@ -102,7 +102,9 @@ func (q Queries) RearmDelivery(id int64, at time.Time) (bool, error) {
 }
 
 // CountDeliveries counts deliveries per status, for metrics.
-func (q Queries) CountDeliveries() (map[string]int64, error) { return q.countBy(&Delivery{}, "status", "") }
+func (q Queries) CountDeliveries() (map[string]int64, error) {
+	return q.countBy(&Delivery{}, "status", "")
+}
 
 // ClaimDelivery takes the lease of a pending, due delivery whose lease is
 // free or ran out: a conditional UPDATE, so that of several instances
@@ -116,4 +118,3 @@ func (q Queries) ClaimDelivery(id int64, owner string, now, until time.Time) (bo
 	}
 	return res.RowsAffected == 1, nil
 }
-

@@ -44,7 +44,7 @@ type Reply struct {
 	Body       wire.Response
 }
 
-// callbackErr is a refusal with its errcode (DECISIONS.md §7).
+// callbackErr is a refusal with its errcode (docs/decisions.md §7).
 type callbackErr struct {
 	code   string
 	msg    string
@@ -136,7 +136,7 @@ func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
 }
 
 // codeRateLimited answers a sender over its rate limit (HTTP 429, stat 0):
-// not in DECISIONS.md §7, which has no code for it; the sender retries.
+// not in docs/decisions.md §7, which has no code for it; the sender retries.
 const codeRateLimited = "500002"
 
 func (s *Service) takeCallback(ctx context.Context, in CallbackInput, out *receipt) error {
@@ -463,7 +463,7 @@ func (s *Service) release(ctx context.Context, in CallbackInput, out *receipt, r
 }
 
 // truncate cuts s to at most n characters: the columns are VARCHAR(n),
-// which counts characters, as interface.md's string(n) does. It never cuts
+// which counts characters, as docs/protocol.md's string(n) does. It never cuts
 // a character in half.
 func truncate(s string, n int) string {
 	if len(s) <= n {

@@ -5,7 +5,7 @@ import (
 	"github.com/procurement/gateway/wire"
 )
 
-// OrderView is the order as the bidding module sees it (API.md): the
+// OrderView is the order as the bidding module sees it (docs/api.md): the
 // interface's field names, money with two decimals, times in epoch ms.
 type OrderView struct {
 	OrderNo        string       `json:"orderno"`

@@ -16,7 +16,7 @@ import (
 // The fuzz targets of the decoders an institution's bytes reach. Each must
 // never panic, must fail only with a *wire.FieldError naming a field (or
 // ErrEnvelope), and whatever it accepts must obey the rules of
-// DECISIONS.md — money non-negative with at most two decimals and within
+// docs/decisions.md — money non-negative with at most two decimals and within
 // DECIMAL(18,2), times in range and in UTC, string(n) lengths in runes of
 // valid UTF-8, required fields not blank, codes among their values — and
 // must survive our own MarshalJSON and a second parse unchanged.

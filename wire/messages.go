@@ -9,7 +9,7 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-// Enumerations of interface.md, as sent on the wire.
+// Enumerations of docs/protocol.md, as sent on the wire.
 const (
 	PayKindPay    = "1"
 	PayKindRefund = "2"
@@ -22,7 +22,7 @@ const (
 	ReleaseCancelled   = "1" // 注销
 )
 
-// ApplyRequest is /guarantee/apply's parameters (interface.md §3.2.1). The
+// ApplyRequest is /guarantee/apply's parameters (docs/protocol.md §3.2.1). The
 // bidding module posts the same fields plus orgcode to POST /v1/guarantees.
 type ApplyRequest struct {
 	OrgCode       string // which institution; not sent to it
@@ -125,7 +125,7 @@ func ParseApplyResult(plain []byte) (ApplyResult, error) {
 	if e != nil {
 		return ApplyResult{}, e
 	}
-	const maxURL = 1024 // no length in interface.md; bounded by our column
+	const maxURL = 1024 // no length in docs/protocol.md; bounded by our column
 	res := ApplyResult{
 		ContinueURL: r.str("continueurl", maxURL, true),
 		QueryURL:    r.str("queryurl", maxURL, true),
@@ -165,8 +165,8 @@ func ParseGuaranteeRef(plain []byte) (GuaranteeRef, error) {
 	return ref, r.done()
 }
 
-// QueryResult is queryurl's answer (interface.md §3.2.2). It has no bhno; an
-// institution that adds one has it used (DECISIONS.md §6).
+// QueryResult is queryurl's answer (docs/protocol.md §3.2.2). It has no bhno; an
+// institution that adds one has it used (docs/decisions.md §6).
 type QueryResult struct {
 	Status      string // NotifyFailed, NotifyIssued, NotifyProcessing
 	Describe    string
@@ -199,7 +199,7 @@ func ParseQueryResult(plain []byte) (QueryResult, error) {
 	return q, r.done()
 }
 
-// PayState is the /api/guarantee/paystate callback (interface.md §3.2.3).
+// PayState is the /api/guarantee/paystate callback (docs/protocol.md §3.2.3).
 type PayState struct {
 	OrderNo      string
 	Amount       decimal.Decimal

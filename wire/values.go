@@ -30,7 +30,7 @@ var (
 )
 
 // Amount is money on the wire: sent as a JSON number with exactly two
-// decimals (DECISIONS.md §5).
+// decimals (docs/decisions.md §5).
 type Amount struct{ decimal.Decimal }
 
 // MarshalJSON writes 10000.00, never 1e4 or 10000.
@@ -75,7 +75,7 @@ func parseDecimal(field string, raw json.RawMessage, pattern *regexp.Regexp, rul
 
 // ParseTime reads epoch milliseconds or seconds (numbers or numeric strings;
 // below 10^11 taken as seconds) or "yyyy-MM-dd HH:mm:ss" in Asia/Shanghai,
-// and returns it in UTC (DECISIONS.md §4).
+// and returns it in UTC (docs/decisions.md §4).
 func ParseTime(field string, raw json.RawMessage) (time.Time, *FieldError) {
 	s, ferr := scalar(field, raw)
 	if ferr != nil {
@@ -120,7 +120,7 @@ func scalar(field string, raw json.RawMessage) (string, *FieldError) {
 	}
 }
 
-// CheckLen enforces interface.md's string(n): at most n characters (runes).
+// CheckLen enforces docs/protocol.md's string(n): at most n characters (runes).
 func CheckLen(field, s string, max int) *FieldError {
 	if !utf8.ValidString(s) {
 		return fieldErr(field, "not valid UTF-8")

@@ -1,6 +1,6 @@
-// Package wire is the vocabulary of interface.md: the envelope, the request
+// Package wire is the vocabulary of docs/protocol.md: the envelope, the request
 // and response parameters of every endpoint, and the rules for their values
-// (money, times, string lengths) as DECISIONS.md settles them. The client,
+// (money, times, string lengths) as docs/decisions.md settles them. The client,
 // the callback service and the simulated institution all speak it, so the
 // rules exist once.
 package wire
@@ -13,7 +13,7 @@ import (
 	"strings"
 )
 
-// Generic-response error codes the gateway answers with (DECISIONS.md §7).
+// Generic-response error codes the gateway answers with (docs/decisions.md §7).
 const (
 	CodeOK          = "000000"
 	CodeBadAppKey   = "100001"
@@ -29,7 +29,7 @@ type Request struct {
 	Data string `json:"data"`
 }
 
-// Response is the generic response of interface.md §3.1.4.
+// Response is the generic response of docs/protocol.md §3.1.4.
 type Response struct {
 	Stat    int    `json:"stat"`
 	Errcode string `json:"errcode"`
@@ -41,7 +41,7 @@ type Response struct {
 var ErrEnvelope = errors.New("wire: body is not an envelope")
 
 // Ciphertext extracts the ciphertext from a received body. Tolerant, as
-// DECISIONS.md §1 asks: a JSON object with a string "data", a JSON string, or
+// docs/decisions.md §1 asks: a JSON object with a string "data", a JSON string, or
 // the bare ciphertext text.
 func Ciphertext(body []byte) ([]byte, error) {
 	b := bytes.TrimSpace(body)

@@ -90,10 +90,16 @@ port() { local v="GALERA_NODE$1_$2"; echo "${!v}"; } # port N SQL|GCOMM|IST|SST
 
 # ---------------------------------------------------------------- ports
 
-port_busy() { # something listens on, or holds, 127.0.0.1:$1
+port_busy() { # PORT [listen]: something listens on, or (without "listen") holds, 127.0.0.1:PORT
 	if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
 	if command -v ss >/dev/null; then
-		[ -n "$(ss -Htan "( sport = :$1 )" 2>/dev/null)" ] && return 0
+		# the nodes of the last run leave TIME_WAIT sockets, which do not keep
+		# them from listening there again
+		if [ "${2:-}" = listen ]; then
+			[ -n "$(ss -Htln "( sport = :$1 )" 2>/dev/null)" ] && return 0
+		else
+			[ -n "$(ss -Htan "( sport = :$1 )" 2>/dev/null)" ] && return 0
+		fi
 	fi
 	return 1
 }
@@ -259,6 +265,7 @@ dump_logs() {
 fail() {
 	log "ERROR: $*"
 	dump_logs
+	log "the nodes that run are left running for inspection: $PROG status $DIR; $PROG stop --purge $DIR"
 	exit 1
 }
 
@@ -341,7 +348,11 @@ cmd_start() {
 			return 0
 		fi
 		if [ ${#running[@]} -gt 0 ]; then
+			local prim=""
+			for i in "${running[@]}"; do node_synced "$i" && prim=$i; done
+			[ -n "$prim" ] || die "nodes ${running[*]} run but none is Synced in a Primary component (quorum lost?): $PROG status; $PROG force-primary N; then start again"
 			log "nodes ${running[*]} run; starting ${stopped[*]} to join them"
+			wait_evicted "${stopped[0]}"
 			for i in "${stopped[@]}"; do start_joiner "$i"; done
 			wait_cluster $(($(date +%s) + TIMEOUT))
 			print_dsns
@@ -429,7 +440,7 @@ restart_cluster() { # every node is down: bootstrap from the most advanced one
 	# the ports of the last run may have been taken meanwhile
 	for i in "${NODES[@]}"; do
 		for s in SQL GCOMM IST SST; do
-			port_busy "$(port "$i" $s)" && die "port $(port "$i" $s) of node$i ($s) is in use by another process"
+			port_busy "$(port "$i" $s)" listen && die "port $(port "$i" $s) of node$i ($s) is in use by another process"
 		done
 	done
 	local t1
@@ -552,13 +563,18 @@ cmd_stop() {
 	load_env
 	# one after the other, node3 first: the last to leave (node1 if it ran) gets
 	# safe_to_bootstrap: 1, and `start` bootstraps from it next time
+	local t
 	for i in 3 2 1; do
 		p=$(node_pid "$i") || continue
+		# a node that does not answer is joining (it ignores SIGTERM during an SST)
+		# or hung: it gets 10 s
+		t=$STOP_TIMEOUT
+		[ -n "$(wsrep_state "$i")" ] || t=$((t < 10 ? t : 10))
 		kill -TERM "$p" 2>/dev/null || true
-		deadline=$(($(date +%s) + STOP_TIMEOUT))
+		deadline=$(($(date +%s) + t))
 		while proc_alive "$p"; do
 			if [ "$(date +%s)" -ge "$deadline" ]; then
-				log "node$i (pid $p) still running ${STOP_TIMEOUT}s after SIGTERM: SIGKILL"
+				log "node$i (pid $p) still running ${t}s after SIGTERM: SIGKILL"
 				kill -KILL "$p" 2>/dev/null || true
 				sleep 0.5
 				break
@@ -566,6 +582,14 @@ cmd_stop() {
 			sleep 0.2
 		done
 		log "node$i stopped"
+	done
+	# what an interrupted SST may leave: wsrep_sst_rsync and its rsync daemon,
+	# whose command lines name this DIR
+	for p in $(pgrep -f -- "$DIR/node[123]/" 2>/dev/null || true); do
+		[ "$p" != $$ ] && proc_alive "$p" || continue
+		case $(cat "/proc/$p/comm" 2>/dev/null) in rsync | wsrep_sst* | mariadbd) ;; *) continue ;; esac
+		log "stopping leftover pid $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-120)"
+		kill -KILL "$p" 2>/dev/null || true
 	done
 	left=""
 	for i in "${NODES[@]}"; do node_alive "$i" && left+=" node$i"; done
