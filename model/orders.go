@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -280,8 +281,13 @@ type OrderFilter struct {
 	OrgCode       string
 	ApplicantCode string
 	Flag          Flag
-	BeforeID      int64 // the cursor: only orders older than this one
-	Limit         int
+	// Search finds an order by what an operator has at hand: its orderno,
+	// bhno, qycode or xmcode exactly, or the start of its qyname.
+	Search string
+	// CreatedFrom and CreatedTo bound created_at: [from, to); zero is open.
+	CreatedFrom, CreatedTo time.Time
+	BeforeID               int64 // the cursor: only orders older than this one
+	Limit                  int
 }
 
 // ListOrders returns orders newest first. Paging by id (a keyset cursor)
@@ -295,6 +301,16 @@ func (q Queries) ListOrders(f OrderFilter) ([]Order, error) {
 			db = db.Where(col+" = ?", v)
 		}
 	}
+	if f.Search != "" {
+		db = db.Where("order_no = ? OR guarantee_no = ? OR applicant_code = ? OR project_code = ? OR applicant_name LIKE ? ESCAPE '!'",
+			f.Search, f.Search, f.Search, f.Search, likePrefix(f.Search))
+	}
+	if !f.CreatedFrom.IsZero() {
+		db = db.Where("created_at >= ?", f.CreatedFrom.UTC())
+	}
+	if !f.CreatedTo.IsZero() {
+		db = db.Where("created_at < ?", f.CreatedTo.UTC())
+	}
 	if f.BeforeID > 0 {
 		db = db.Where("id < ?", f.BeforeID)
 	}
@@ -303,6 +319,13 @@ func (q Queries) ListOrders(f OrderFilter) ([]Order, error) {
 		return nil, fmt.Errorf("list orders: %w", err)
 	}
 	return out, nil
+}
+
+// likePrefix is the LIKE pattern (ESCAPE '!') of the strings that start
+// with s, its own wildcards escaped. '!' rather than a backslash, which
+// MySQL and SQLite would each read differently in the ESCAPE clause.
+func likePrefix(s string) string {
+	return strings.NewReplacer("!", "!!", "%", "!%", "_", "!_").Replace(s) + "%"
 }
 
 // InstitutionsForLot returns the orgcodes that hold an order of the lot.

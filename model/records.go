@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -113,6 +114,59 @@ func (q Queries) SetCallbackResult(id int64, result, msg string) error {
 		return fmt.Errorf("callback %d result: %w", id, err)
 	}
 	return nil
+}
+
+// CallbackFilter narrows ListCallbacks; empty fields do not filter.
+type CallbackFilter struct {
+	OrgCode string
+	Kind    string
+	Result  string // Callback*
+	Errcode string
+	OrderNo string
+	// From and To bound received_at: [from, to); zero is open.
+	From, To time.Time
+	BeforeID int64 // the cursor: only callbacks older than this one
+	Limit    int
+}
+
+// ListCallbacks returns the audit records of callbacks, newest first,
+// without their bodies.
+func (q Queries) ListCallbacks(f CallbackFilter) ([]Callback, error) {
+	db := q.db.Model(&Callback{}).Omit("body")
+	for col, v := range map[string]string{"org_code": f.OrgCode, "kind": f.Kind, "result": f.Result,
+		"errcode": f.Errcode, "order_no": f.OrderNo} {
+		if v != "" {
+			db = db.Where(col+" = ?", v)
+		}
+	}
+	if !f.From.IsZero() {
+		db = db.Where("received_at >= ?", f.From.UTC())
+	}
+	if !f.To.IsZero() {
+		db = db.Where("received_at < ?", f.To.UTC())
+	}
+	if f.BeforeID > 0 {
+		db = db.Where("id < ?", f.BeforeID)
+	}
+	var out []Callback
+	if err := db.Order("id DESC").Limit(f.Limit).Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("list callbacks: %w", err)
+	}
+	return out, nil
+}
+
+// Callback returns one callback's audit record with its body (still
+// encrypted, as received), or ErrNotFound.
+func (q Queries) Callback(id int64) (*Callback, error) {
+	var c Callback
+	err := q.db.Take(&c, id).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, fmt.Errorf("callback %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("callback %d: %w", id, err)
+	}
+	return &c, nil
 }
 
 // Callbacks returns the audit records of an order's callbacks, oldest first.

@@ -110,22 +110,19 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	st := c.s.store.With(ctx)
-	byStatus, err1 := st.CountByStatus()
-	byFlag, err2 := st.CountFlagged()
-	dels, err3 := st.CountDeliveries()
-	if err1 != nil || err2 != nil || err3 != nil {
+	st, err := c.s.State(ctx)
+	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
-	for _, st := range model.AllStatuses {
-		ch <- prometheus.MustNewConstMetric(c.orders, prometheus.GaugeValue, float64(byStatus[string(st)]), string(st))
+	for _, status := range model.AllStatuses {
+		ch <- prometheus.MustNewConstMetric(c.orders, prometheus.GaugeValue, float64(st.Orders[status]), string(status))
 	}
 	for _, f := range model.AllFlags {
-		ch <- prometheus.MustNewConstMetric(c.flagged, prometheus.GaugeValue, float64(byFlag[string(f)]), string(f))
+		ch <- prometheus.MustNewConstMetric(c.flagged, prometheus.GaugeValue, float64(st.Flagged[f]), string(f))
 	}
 	for _, d := range []string{model.DeliveryPending, model.DeliveryDelivered, model.DeliveryDead} {
-		ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.GaugeValue, float64(dels[d]), d)
+		ch <- prometheus.MustNewConstMetric(c.deliveries, prometheus.GaugeValue, float64(st.Deliveries[d]), d)
 	}
 }

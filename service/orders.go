@@ -38,11 +38,15 @@ func (s *Service) view(ctx context.Context, o *model.Order) (*OrderView, error) 
 	return viewOf(o, f), nil
 }
 
-// ListQuery is GET /v1/guarantees' filter.
+// ListQuery is GET /v1/guarantees' filter (and the console's).
 type ListQuery struct {
 	ProjectCode, LotCode, Status, OrgCode, ApplicantCode, Flag string
-	Limit                                                      int
-	Cursor                                                     string
+	// Search is an orderno, bhno, qycode or xmcode, or the start of a qyname.
+	Search string
+	// From and To bound the orders' creation: [from, to); zero is open.
+	From, To time.Time
+	Limit    int
+	Cursor   string
 }
 
 // OrderPage is one page of orders, newest first.
@@ -78,6 +82,7 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*OrderPage, error) {
 	// last page carries no cursor to an empty one.
 	orders, err := s.store.With(ctx).ListOrders(model.OrderFilter{ProjectCode: q.ProjectCode, LotCode: q.LotCode,
 		Status: model.Status(q.Status), OrgCode: q.OrgCode, ApplicantCode: q.ApplicantCode, Flag: model.Flag(q.Flag),
+		Search: q.Search, CreatedFrom: q.From, CreatedTo: q.To,
 		BeforeID: before, Limit: q.Limit + 1})
 	if err != nil {
 		return nil, storeErr("list", err)
