@@ -26,7 +26,7 @@
 #   GALERA_PORT_BASE     fixed ports: node i uses BASE+10*(i-1) + 0 (SQL), 1 (gcomm), 2 (IST), 3 (SST);
 #                        unset: a free block is chosen at random in 20000-31999
 #   GALERA_GCACHE_SIZE   gcache.size of each node (default 64M): the write-sets kept for IST
-#   GALERA_SYNC_WAIT     wsrep_sync_wait of each node (default 0; see README.md)
+#   GALERA_SYNC_WAIT     wsrep_sync_wait of each node (default 1: causal reads; 0 is MariaDB's default; README.md)
 #   GALERA_PROVIDER_OPTIONS  more wsrep_provider_options, appended ("evs.suspect_timeout=PT3S; ...")
 #   GALERA_DB            database created at the first start and named in the DSNs (default gateway)
 #   MARIADBD, GALERA_PROVIDER  paths of mariadbd and libgalera_smm.so
@@ -40,7 +40,7 @@ PROVIDER=${GALERA_PROVIDER:-/usr/lib/galera/libgalera_smm.so}
 TIMEOUT=${GALERA_TIMEOUT:-120}
 STOP_TIMEOUT=${GALERA_STOP_TIMEOUT:-60}
 GCACHE=${GALERA_GCACHE_SIZE:-64M}
-SYNC_WAIT=${GALERA_SYNC_WAIT:-0}
+SYNC_WAIT=${GALERA_SYNC_WAIT:-1}
 DB=${GALERA_DB-gateway}
 NODES=(1 2 3)
 
@@ -154,7 +154,8 @@ write_env() {
 write_cnf() { # N
 	local i=$1 addr="" j
 	for j in "${NODES[@]}"; do addr+="${addr:+,}127.0.0.1:$(port "$j" GCOMM)"; done
-	local opts="base_host=127.0.0.1; base_port=$(port "$i" GCOMM); gmcast.listen_addr=tcp://127.0.0.1:$(port "$i" GCOMM)"
+	local opts
+	opts="base_host=127.0.0.1; base_port=$(port "$i" GCOMM); gmcast.listen_addr=tcp://127.0.0.1:$(port "$i" GCOMM)"
 	opts+="; ist.recv_addr=127.0.0.1:$(port "$i" IST); ist.recv_bind=127.0.0.1"
 	opts+="; gcache.size=$GCACHE; gcache.recover=yes"
 	[ -n "${GALERA_PROVIDER_OPTIONS:-}" ] && opts+="; ${GALERA_PROVIDER_OPTIONS}"
@@ -212,13 +213,15 @@ check_reachable() { # the server's user must reach DIR
 
 # ---------------------------------------------------------------- processes
 
-node_pid() { # prints the pid of node N if it runs
-	local i=$1 f p
-	for f in "$(runpid "$i")" "$(pidfile "$i")"; do
-		[ -s "$f" ] || continue
-		p=$(cat "$f" 2>/dev/null) || continue
-		[ -n "$p" ] && [ -r "/proc/$p/cmdline" ] || continue
-		if tr '\0' ' ' <"/proc/$p/cmdline" | grep -q -- "--defaults-file=$(cnf "$i")"; then
+is_node_proc() { # PID N: PID is the mariadbd of node N
+	[ "$(cat "/proc/$1/comm" 2>/dev/null)" = mariadbd ] || return 1
+	tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "--defaults-file=$(cnf "$2") "
+}
+
+node_pid() { # N: prints the pid of node N if it runs
+	local i=$1 p
+	for p in $(cat "$(runpid "$i")" "$(pidfile "$i")" 2>/dev/null) $(pgrep -x mariadbd 2>/dev/null || true); do
+		if is_node_proc "$p" "$i"; then
 			echo "$p"
 			return 0
 		fi
@@ -236,7 +239,9 @@ proc_alive() { # pid exists and is no zombie (the nodes outlive their parent: in
 sqlq() { # N SQL...: one query over the socket, tab-separated, no headers
 	local i=$1
 	shift
-	"$CLIENT" --no-defaults -uroot -S "$(sock "$i")" --connect-timeout=3 -N -B -e "$*"
+	# wsrep_sync_wait=0: a causal wait fails at once on a node out of the
+	# Primary component (1205), and the status must still be readable there
+	"$CLIENT" --no-defaults -uroot -S "$(sock "$i")" --connect-timeout=3 -N -B -e "SET SESSION wsrep_sync_wait=0; $*"
 }
 
 wsrep_state() { # N: "size state status ready connected" or empty
@@ -249,6 +254,7 @@ node_synced() { # N [size]: Synced, Primary, ready (and the cluster has that siz
 	local s
 	s=$(wsrep_state "$1")
 	[ -n "$s" ] || return 1
+	# shellcheck disable=SC2086 # split on purpose
 	set -- "${2:-}" $s
 	[ "$3" = Synced ] && [ "$4" = Primary ] && [ "$5" = ON ] && { [ -z "$1" ] || [ "$2" = "$1" ]; }
 }
@@ -278,7 +284,15 @@ launch() { # N [extra mariadbd args...]
 	# setsid: the node outlives this script and its process group
 	setsid "$MARIADBD" --defaults-file="$(cnf "$i")" --user="$RUN_USER" "$@" \
 		</dev/null >>"$(ndir "$i")/stdout.log" 2>&1 &
-	echo $! >"$(runpid "$i")"
+	local p=$! k
+	echo "$p" >"$(runpid "$i")"
+	# until the child has exec'd mariadbd it does not look like node i
+	for k in $(seq 1 100); do
+		is_node_proc "$p" "$i" || node_alive "$i" && return 0
+		proc_alive "$p" || break
+		sleep 0.05
+	done
+	sleep 0.5 # setsid forked, or mariadbd failed at once: wait_node finds out
 }
 
 wait_node() { # N deadline size what: until node N is Synced in a cluster of size (or dies)
@@ -383,6 +397,7 @@ create_cluster() {
 	for i in "${NODES[@]}"; do
 		"$INSTALL_DB" --no-defaults --user="$RUN_USER" --datadir="$(datadir "$i")" \
 			--auth-root-authentication-method=socket --skip-test-db --skip-name-resolve \
+			--tmpdir="$(ndir "$i")/tmp" \
 			>"$(ndir "$i")/install-db.log" 2>&1 &
 		pids+=($!)
 	done
@@ -517,7 +532,9 @@ wait_evicted() { # N
 		for i in "${NODES[@]}"; do [ "$i" != "$n" ] && node_alive "$i" && alive=$((alive + 1)); done
 		ok=1
 		for i in "${NODES[@]}"; do
+			# shellcheck disable=SC2015
 			[ "$i" != "$n" ] && node_alive "$i" || continue
+			# shellcheck disable=SC2046 # split on purpose
 			set -- $(wsrep_state "$i") x
 			[ "$1" = "$alive" ] || ok=0
 		done
@@ -586,6 +603,7 @@ cmd_stop() {
 	# what an interrupted SST may leave: wsrep_sst_rsync and its rsync daemon,
 	# whose command lines name this DIR
 	for p in $(pgrep -f -- "$DIR/node[123]/" 2>/dev/null || true); do
+		# shellcheck disable=SC2015
 		[ "$p" != $$ ] && proc_alive "$p" || continue
 		case $(cat "/proc/$p/comm" 2>/dev/null) in rsync | wsrep_sst* | mariadbd) ;; *) continue ;; esac
 		log "stopping leftover pid $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-120)"
@@ -623,6 +641,7 @@ cmd_isolate() { # N 1|0
 	deadline=$(($(date +%s) + TIMEOUT))
 	if [ "$v" = 1 ]; then
 		while :; do
+			# shellcheck disable=SC2046 # split on purpose
 			set -- $(wsrep_state "$n") x x x x x
 			[ "$3" != Primary ] && break
 			[ "$(date +%s)" -lt "$deadline" ] || fail "node$n still Primary ${TIMEOUT}s after gmcast.isolate=1"
@@ -644,6 +663,7 @@ cmd_force_primary() { # N: a survivor left without quorum (2 of 3 crashed) becom
 	t1=$(now)
 	sqlq "$n" "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'" || die "SET pc.bootstrap=YES failed on node$n"
 	wait_node "$n" $(($(date +%s) + TIMEOUT)) "" "becoming Primary"
+	# shellcheck disable=SC2046 # split on purpose
 	set -- $(wsrep_state "$n")
 	log "node$n is Primary again (cluster_size=$1) after $(elapsed "$t1")s; start the others with: $PROG restart N"
 }
