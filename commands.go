@@ -29,7 +29,7 @@ const (
 	simOrgCode   = "SIM"
 	simName      = "模拟担保公司 (simulated)"
 	simAppKey    = "sim-app-key"
-	simAppSecret = "simsecret0123456"
+	simAppSecret = config.ShippedSimSecret // a warning at start wherever it is in force
 )
 
 // runBanksim runs the simulated institution alone.

@@ -86,6 +86,10 @@ type Config struct {
 	// Breaker: open after this many consecutive failures, for OpenFor.
 	BreakerFailures uint32
 	BreakerOpenFor  time.Duration
+	// URLOrigins are the origins besides BaseURL's that the institution's
+	// per-order URLs (queryurl, pullurl, cancelurl) may point to; a URL on
+	// any other is not called (CheckURL).
+	URLOrigins []string
 }
 
 // Client calls one institution. Clients share one *http.Client (and so its
@@ -95,11 +99,19 @@ type Client struct {
 	http    *http.Client
 	rec     Recorder
 	breaker *gobreaker.CircuitBreaker[struct{}]
+	origins map[string]bool // where it may be called: wire.Origin of BaseURL and of each URLOrigins
 }
 
 // New returns the client of one institution.
 func New(cfg Config, hc *http.Client, rec Recorder) *Client {
-	c := &Client{cfg: cfg, http: hc, rec: rec}
+	c := &Client{cfg: cfg, http: hc, rec: rec, origins: map[string]bool{}}
+	// The configuration was validated: an origin that does not parse is
+	// one nothing can match.
+	for _, raw := range append([]string{cfg.BaseURL}, cfg.URLOrigins...) {
+		if o, err := wire.Origin(raw); err == nil {
+			c.origins[o] = true
+		}
+	}
 	c.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        cfg.OrgCode,
 		MaxRequests: 1,
@@ -198,6 +210,25 @@ func (c *Client) Cancel(ctx context.Context, cancelURL, orderNo, guaranteeNo str
 		check:  func(b []byte) error { _, err := wire.ParseGuaranteeRef(b); return err }})
 }
 
+// CheckURL says whether raw may be called: an absolute http(s) URL on the
+// origin of the institution's base_url or of one of its url_origins. A URL
+// an institution hands out (queryurl, pullurl, cancelurl) is called with
+// its appKey and an envelope: pointed elsewhere, the gateway would carry
+// that key to, and probe, any host and port the institution's server names
+// (docs/decisions.md §39). The error is KindURLRefused and names the
+// origin, never the whole URL (it may carry a token).
+func (c *Client) CheckURL(endpoint, raw string) error {
+	o, err := wire.Origin(raw)
+	if err != nil {
+		return &Error{Kind: KindURLRefused, OrgCode: c.cfg.OrgCode, Endpoint: endpoint, Err: err}
+	}
+	if !c.origins[o] {
+		return &Error{Kind: KindURLRefused, OrgCode: c.cfg.OrgCode, Endpoint: endpoint,
+			Err: fmt.Errorf("origin %s is neither base_url's nor in url_origins", o)}
+	}
+	return nil
+}
+
 // exactMoney refuses an amount with more than two decimals: wire.Amount
 // writes two decimals by rounding, and money must never be changed on the
 // way out without anyone noticing (docs/decisions.md §5).
@@ -229,7 +260,12 @@ func (c *Client) call(ctx context.Context, k call) error {
 		return &Error{Kind: kind, OrgCode: c.cfg.OrgCode, Endpoint: k.endpoint, Err: err}
 	}
 	if u, err := url.Parse(k.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fail(KindInvalid, fmt.Errorf("not an absolute http(s) URL: %q", k.url))
+		return fail(KindInvalid, fmt.Errorf("not an absolute http(s) URL: %q", redact(k.url)))
+	}
+	// Checked before every call, whatever the caller checked before: the
+	// URL may have been stored before its origin was refused.
+	if err := c.CheckURL(k.endpoint, k.url); err != nil {
+		return err
 	}
 	plain, err := json.Marshal(k.params)
 	if err != nil {

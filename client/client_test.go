@@ -17,6 +17,7 @@ import (
 
 	"github.com/procurement/gateway/client"
 	"github.com/procurement/gateway/wire"
+	"github.com/procurement/gateway/wire/pdftest"
 )
 
 // TestApplyEnvelope checks what an institution receives from Apply: the
@@ -113,7 +114,7 @@ func TestApplyEnvelope(t *testing.T) {
 // TestEndpoints checks each method's URL, parameters and answer.
 func TestEndpoints(t *testing.T) {
 	checkNoLeak(t)
-	pdf := []byte("%PDF-1.7\n% guarantee letter PDF-BODY-MARKER-93f1\n%%EOF\n")
+	pdf := pdftest.Letter("PDF-BODY-MARKER-93f1", 0, 1)
 	fee := decimal.RequireFromString("12.50")
 	answers := map[string]any{
 		"/bank/guarantee/cost":    map[string]any{"money": "12.5"}, // a string, and one decimal: read tolerantly
@@ -191,6 +192,60 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("pull response size %d, smaller than the PDF", recs[3].ResponseBytes)
 	}
 	checkRecords(t, recs, appSecret, appKey, "PDF-BODY-MARKER", base64.StdEncoding.EncodeToString(pdf)[:40])
+}
+
+// TestURLOrigins: a per-order URL is called only on the origin of the
+// institution's base_url or of its url_origins (docs/decisions.md §39).
+// Another host, another port or another scheme is refused before anything
+// is sent: no request reaches it, no attempt is recorded, and the breaker
+// does not count it.
+func TestURLOrigins(t *testing.T) {
+	checkNoLeak(t)
+	pdf := pdftest.Letter("BH-1", 0, 1)
+	answers := map[string]any{
+		"/q":    map[string]any{"status": 2, "describe": "审核中"},
+		"/pull": wire.PullResult{File: pdf},
+	}
+	serve := func(in *institution, w http.ResponseWriter, r *http.Request, hit int) {
+		okWith(t, answers[r.URL.Path])(in, w, r, hit)
+	}
+	bank := newInstitution(t, serve)  // base_url's origin
+	files := newInstitution(t, serve) // listed in url_origins
+	other := newInstitution(t, serve) // neither: another port of the same host
+	c, rec, _ := newClient(t, bank.URL("/bank"), func(cfg *client.Config) {
+		cfg.URLOrigins = []string{strings.ToUpper(files.URL("")) + "/"} // spelt otherwise, the same origin
+		cfg.BreakerFailures = 1
+	})
+	ctx := context.Background()
+	if _, err := c.Query(ctx, bank.URL("/q"), "G1"); err != nil {
+		t.Errorf("queryurl on base_url's origin: %v", err)
+	}
+	if _, err := c.Pull(ctx, files.URL("/pull"), "G1", "BH-1"); err != nil {
+		t.Errorf("pullurl on an origin of url_origins: %v", err)
+	}
+	host := strings.TrimPrefix(other.URL(""), "http://")
+	for _, u := range []string{other.URL("/q"), "https://" + host + "/q", "http://localhost:" + strings.Split(host, ":")[1] + "/q"} {
+		_, err := c.Query(ctx, u, "G1")
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Kind != client.KindURLRefused || ce.Endpoint != client.EndpointQuery {
+			t.Errorf("query %s: %v, want url_refused", u, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "/q") {
+			t.Errorf("the error shows the URL, not only its origin: %v", err)
+		}
+	}
+	if err := c.Cancel(ctx, other.URL("/c"), "G1", "BH-1"); client.KindOf(err) != client.KindURLRefused {
+		t.Errorf("cancel on another origin: %v, want url_refused", err)
+	}
+	if n := len(other.requests()); n != 0 {
+		t.Errorf("the other origin got %d requests", n)
+	}
+	if n := len(rec.all()); n != 2 {
+		t.Errorf("%d attempts recorded, want the 2 that were made", n)
+	}
+	if st := c.BreakerState(); st != "closed" {
+		t.Errorf("breaker %s after refused URLs: they are not the institution failing", st)
+	}
 }
 
 // TestTolerantAnswer: the generic response is read the tolerant way of

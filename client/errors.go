@@ -28,6 +28,9 @@ const (
 	KindInvalid Kind = "invalid"
 	// KindCircuitOpen: the institution failed repeatedly; not sent.
 	KindCircuitOpen Kind = "circuit_open"
+	// KindURLRefused: the URL is on none of the institution's origins
+	// (base_url's, url_origins); not sent (docs/decisions.md §39).
+	KindURLRefused Kind = "url_refused"
 )
 
 // Error is every failure a Client returns.

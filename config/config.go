@@ -44,6 +44,14 @@ type Server struct {
 	// CallbackBatch: at most this many concurrent callbacks of a kind share
 	// one transaction (group commit); 1 takes each in its own.
 	CallbackBatch int `yaml:"callback_batch" default:"64"`
+	// StrangerAuditRate: at most this many audit rows per second for the
+	// callbacks refused from their headers alone (an unknown appKey, a
+	// source outside allow_cidrs, a sender over its rate); the rest are
+	// only counted. 0 audits none of them.
+	StrangerAuditRate float64 `yaml:"stranger_audit_rate" default:"10"`
+	// BodyBytesInFlight bounds the memory of the request bodies being read
+	// and worked on at once (docs/decisions.md §35).
+	BodyBytesInFlight int64 `yaml:"body_bytes_in_flight" default:"268435456"` // 256 MiB
 }
 
 // TLS serves HTTPS directly when set.
@@ -96,6 +104,10 @@ type Institution struct {
 	BreakerOpenFor  time.Duration `yaml:"breaker_open_for" default:"30s"`
 	// AllowCIDRs, when set, is the only source of its callbacks.
 	AllowCIDRs []string `yaml:"allow_cidrs"`
+	// URLOrigins are origins (scheme://host[:port]) besides base_url's
+	// where its queryurl, pullurl and cancelurl may point; the gateway
+	// calls no other (docs/decisions.md §39).
+	URLOrigins []string `yaml:"url_origins"`
 	// RateLimit is callbacks per second accepted from it (0: unlimited), with Burst.
 	RateLimit float64 `yaml:"rate_limit"`
 	RateBurst int     `yaml:"rate_burst"`

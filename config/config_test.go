@@ -28,6 +28,8 @@ server:
   notify_body_limit: 1048576
   callback_body_limit: 4096
   callback_batch: 16
+  stranger_audit_rate: 0
+  body_bytes_in_flight: 67108864
 database:
   driver: mysql
   dsn: "gw:${DB_PASSWORD}@tcp(db.internal:3306)/gateway?parseTime=true&loc=UTC&charset=utf8mb4"
@@ -48,6 +50,7 @@ institutions:
     retries: 0
     max_concurrent: 3
     allow_cidrs: ["10.0.0.0/8", "192.168.1.7/32"]
+    url_origins: ["https://files.bank.example", "http://10.1.2.3:8080/"]
     rate_limit: 2.5
     rate_burst: 5
   - orgcode: "INS-02"
@@ -114,6 +117,7 @@ func TestLoadFull(t *testing.T) {
 			Addr: "0.0.0.0:9443", PublicBaseURL: "https://gw.example.com/base", Instance: "gw-1",
 			TLS:           &TLS{CertFile: "/etc/gw/tls.crt", KeyFile: "/etc/gw/tls.key"},
 			ShutdownGrace: 20 * time.Second, NotifyBodyLimit: 1 << 20, CallbackBodyLimit: 4096, CallbackBatch: 16,
+			StrangerAuditRate: 0, BodyBytesInFlight: 64 << 20,
 		},
 		Database: Database{
 			Driver:       "mysql",
@@ -128,6 +132,7 @@ func TestLoadFull(t *testing.T) {
 				Cipher:  Cipher{Algorithm: "aes", Mode: "cbc", IV: "abcdefghijklmnop", Encoding: "HEX", Key: "sha1prng", KeyBits: 256},
 				Timeout: 7 * time.Second, Disabled: true, Retries: 0, RetryWait: 200 * time.Millisecond, MaxConcurrent: 3, BreakerFailures: 5, BreakerOpenFor: 30 * time.Second,
 				AllowCIDRs: []string{"10.0.0.0/8", "192.168.1.7/32"}, RateLimit: 2.5, RateBurst: 5,
+				URLOrigins: []string{"https://files.bank.example", "http://10.1.2.3:8080/"},
 			},
 			{
 				OrgCode: "INS-02", Name: "保险公司", BaseURL: "http://insurer.example:8081",
@@ -171,6 +176,9 @@ func TestDefaults(t *testing.T) {
 		{"server.notify_body_limit", c.Server.NotifyBodyLimit, int64(30 << 20)},
 		{"server.callback_body_limit", c.Server.CallbackBodyLimit, int64(64 << 10)},
 		{"server.callback_batch", c.Server.CallbackBatch, 64},
+		{"server.stranger_audit_rate", c.Server.StrangerAuditRate, 10.0},
+		{"server.body_bytes_in_flight", c.Server.BodyBytesInFlight, int64(256 << 20)},
+		{"institution.url_origins", c.Institutions[0].URLOrigins, []string(nil)},
 		{"database.driver", c.Database.Driver, "sqlite"},
 		{"database.dsn", c.Database.DSN, "data/gateway.db"},
 		{"database.max_open_conns", c.Database.MaxOpenConns, 32},
@@ -556,6 +564,16 @@ func TestValidate(t *testing.T) {
 			[]string{"institutions[BANK01].retries: must not be negative"}},
 		{"allow_cidrs", func(c *Config) { c.Institutions[0].AllowCIDRs = []string{"10.0.0.0/8", "10.1.2.3"} },
 			[]string{`institutions[BANK01].allow_cidrs[1]: "10.1.2.3" is not a CIDR (for one address write 10.1.2.3/32)`}},
+		{"url_origins not an origin", func(c *Config) {
+			c.Institutions[0].URLOrigins = []string{"https://files.bank.example", "files.bank.example", "https://bank.example/eg/query", "ftp://bank.example"}
+		}, []string{
+			`institutions[BANK01].url_origins[1]: "files.bank.example" is not an origin`,
+			`institutions[BANK01].url_origins[2]: "https://bank.example/eg/query" is not an origin`,
+			`institutions[BANK01].url_origins[3]: "ftp://bank.example" is not an origin`}},
+		{"stranger_audit_rate negative", func(c *Config) { c.Server.StrangerAuditRate = -1 },
+			[]string{"server.stranger_audit_rate: must be a number of rows per second, 0 or more"}},
+		{"body_bytes_in_flight below the notify limit", func(c *Config) { c.Server.BodyBytesInFlight = 1 << 20 },
+			[]string{"server.body_bytes_in_flight: must be at least server.notify_body_limit (31457280), got 1048576"}},
 		{"rate_burst", func(c *Config) { c.Institutions[0].RateLimit = 5 },
 			[]string{"institutions[BANK01].rate_burst: must be at least 1"}},
 		{"public_base_url relative", func(c *Config) { c.Server.PublicBaseURL = "gw.example:8080" },
@@ -622,7 +640,7 @@ func TestValidate(t *testing.T) {
 			// Each case breaks one thing (the last three), and only that
 			// is reported.
 			want := 1
-			if tt.name == "several at once" {
+			if tt.name == "several at once" || tt.name == "url_origins not an origin" {
 				want = 3
 			}
 			if n := len(err.(interface{ Unwrap() []error }).Unwrap()); n != want {
@@ -844,6 +862,14 @@ func TestDefaultConfigFile(t *testing.T) {
 	if c.Jobs.PollPending != "@every 10s" || c.Jobs.Reconcile != "0 2 * * *" {
 		t.Errorf("jobs = %+v", c.Jobs)
 	}
+	// A laptop's file, with the README's secrets in it: loopback only, and
+	// the gateway says at start which shipped secrets are in force.
+	if c.Server.Addr != "127.0.0.1:8080" {
+		t.Errorf("server.addr = %q; the shipped config.yaml must listen on loopback only", c.Server.Addr)
+	}
+	if got := c.InsecureDefaults(); !reflect.DeepEqual(got, []string{"api.tokens[0]", "institutions[SIM].app_secret"}) {
+		t.Errorf("InsecureDefaults() = %q", got)
+	}
 
 	c, err = Load("../config.yaml", env(map[string]string{
 		"GATEWAY_API_TOKEN": "prod-token-0123456789abcdef",
@@ -854,6 +880,9 @@ func TestDefaultConfigFile(t *testing.T) {
 	}
 	if c.API.Tokens[0] != "prod-token-0123456789abcdef" || c.Institutions[0].AppSecret != "another-secret-0123456789abcdef!" {
 		t.Errorf("environment not used: %q %q", c.API.Tokens, c.Institutions[0].AppSecret)
+	}
+	if got := c.InsecureDefaults(); len(got) != 0 {
+		t.Errorf("InsecureDefaults() = %q with both secrets set", got)
 	}
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/procurement/gateway/crypto"
+	"github.com/procurement/gateway/wire"
 )
 
 // MinTokenLength is the shortest API token accepted.
@@ -111,6 +113,12 @@ func (c *Config) validateServer(v *validator) {
 	}
 	if s.CallbackBatch < 1 || s.CallbackBatch > MaxCallbackBatch {
 		v.add("server.callback_batch", "", "must be 1 (each callback in its own transaction) to %d, got %d", MaxCallbackBatch, s.CallbackBatch)
+	}
+	if s.StrangerAuditRate < 0 || math.IsNaN(s.StrangerAuditRate) || math.IsInf(s.StrangerAuditRate, 0) {
+		v.add("server.stranger_audit_rate", "", "must be a number of rows per second, 0 or more, got %v", s.StrangerAuditRate)
+	}
+	if s.BodyBytesInFlight < s.NotifyBodyLimit || s.BodyBytesInFlight <= 0 {
+		v.add("server.body_bytes_in_flight", "", "must be at least server.notify_body_limit (%d), got %d", s.NotifyBodyLimit, s.BodyBytesInFlight)
 	}
 }
 
@@ -252,6 +260,11 @@ func (c *Config) validateInstitutions(v *validator) {
 				add(indexPath("allow_cidrs", j), "%q is not a CIDR%s", cidr, hint)
 			}
 		}
+		for j, o := range in.URLOrigins {
+			if err := checkOrigin(o); err != nil {
+				add(indexPath("url_origins", j), "%v", err)
+			}
+		}
 		if in.RateLimit < 0 {
 			add("rate_limit", "must not be negative, got %v", in.RateLimit)
 		}
@@ -353,6 +366,19 @@ func nonNegative(v *validator, path string, d time.Duration) {
 	if d < 0 {
 		v.add(path, "", "must not be negative, got %s", d)
 	}
+}
+
+// checkOrigin requires an origin: an absolute http(s) URL with a host and
+// nothing after it but "/".
+func checkOrigin(raw string) error {
+	if _, err := wire.Origin(raw); err != nil {
+		return fmt.Errorf("%q is not an origin (%v): write scheme://host or scheme://host:port", raw, err)
+	}
+	u, _ := url.Parse(raw)
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(raw, "?#") {
+		return fmt.Errorf("%q is not an origin: write scheme://host or scheme://host:port, without user, path or query", raw)
+	}
+	return nil
 }
 
 // checkBaseURL requires an absolute http(s) URL with a host and no query

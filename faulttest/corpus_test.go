@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/procurement/gateway/crypto"
 	"github.com/procurement/gateway/handler/handlertest"
 	"github.com/procurement/gateway/model"
@@ -186,9 +188,9 @@ func envelopeOf(t testing.TB, secret string, plain []byte) []byte {
 	return b
 }
 
-// seedCorpusOrders: CORPUS-1 processing, CORPUS-2 issued as BH-CORPUS-2,
-// CORPUS-3 cancelled as BH-CORPUS-3 (all FAULT's), CORPUS-9 processing at
-// OTHER.
+// seedCorpusOrders: CORPUS-1 processing, CORPUS-2 issued as BH-CORPUS-2
+// and paid 1.00, CORPUS-3 cancelled as BH-CORPUS-3 (all FAULT's), CORPUS-9
+// processing at OTHER.
 func seedCorpusOrders(t testing.TB, store *model.Store) {
 	t.Helper()
 	seedOrders(t, store, "FAULT", "CORPUS", 3)
@@ -201,6 +203,11 @@ func seedCorpusOrders(t testing.TB, store *model.Store) {
 		if err != nil || !moved {
 			t.Fatalf("seed %s: %v %v", o.no, moved, err)
 		}
+	}
+	// CORPUS-0002 was paid 1.00.
+	if _, err := store.UpdateOrder("CORPUS-0002", model.OrderChange{}.Amounts(model.Amounts{Paid: decimal.RequireFromString("1.00"),
+		Refunded: decimal.Zero}), model.OrderGuard{}); err != nil {
+		t.Fatal(err)
 	}
 	other := testOrder("OTHER", "CORPUS-9", 9)
 	other.Status = model.StatusProcessing
@@ -339,6 +346,12 @@ func corpusCases(t testing.TB) []corpusCase {
 		// References.
 		pay("unknown orderno", map[string]any{"orderno": "NO-SUCH-ORDER"}, unknown, ""),
 		pay("another institution's order", map[string]any{"orderno": "CORPUS-9"}, unknown, ""),
+		// Amounts that do not add up (issue 13): a refund above what was
+		// paid, and a payment that takes the order's paid sum beyond what
+		// DECIMAL(18,2) holds (CORPUS-0002 has 1.00 paid).
+		pay("a refund above the payments", map[string]any{"type": "2", "paymoney": "99999.00", "paybankname": nil, "paybankno": nil}, conflict, ""),
+		pay("a refund above the payments by a fen", map[string]any{"orderno": "CORPUS-0002", "type": "2", "paymoney": "1.01"}, conflict, ""),
+		pay("paymoney taking the paid sum beyond DECIMAL(18,2)", map[string]any{"orderno": "CORPUS-0002", "paymoney": "9999999999999999.99"}, bad, "paymoney"),
 
 		// applynotify.
 		notify("staus missing", map[string]any{"staus": nil}, bad, "staus"),
@@ -361,6 +374,13 @@ func corpusCases(t testing.TB) []corpusCase {
 		notify("bhfile not a PDF", map[string]any{"bhfile": b64([]byte("hello, this is not a PDF"))}, bad, "bhfile"),
 		notify("bhfile a PNG", map[string]any{"bhfile": b64([]byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"))}, bad, "bhfile"),
 		notify("bhfile a number", map[string]any{"bhfile": raw("12345")}, bad, "bhfile"),
+		// Files that start like a PDF and are none (issue 13): each was
+		// stored, served and called valid by 验真 when only the first five
+		// bytes were checked.
+		notify("bhfile the five bytes of the PDF magic", map[string]any{"bhfile": b64([]byte("%PDF-"))}, bad, "bhfile"),
+		notify("bhfile a PDF header and a comment", map[string]any{"bhfile": b64([]byte("%PDF-1.7\n% guarantee letter\n%%EOF\n"))}, bad, "bhfile"),
+		notify("bhfile a catalog without pages", map[string]any{"bhfile": b64([]byte("%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"))}, bad, "bhfile"),
+		notify("bhfile a letter cut in half", map[string]any{"bhfile": b64(testPDF[:len(testPDF)/2])}, bad, "bhfile"),
 		notify("unknown orderno", map[string]any{"orderno": "NO-SUCH-ORDER"}, unknown, ""),
 		notify("another bhno for an issued order", map[string]any{"orderno": "CORPUS-0002", "bhno": "BH-ANOTHER"}, conflict, ""),
 		notify("failed after issued", map[string]any{"orderno": "CORPUS-0002", "staus": "0", "bhno": nil}, conflict, ""),

@@ -33,6 +33,7 @@ import (
 	"github.com/procurement/gateway/crypto"
 	"github.com/procurement/gateway/model"
 	"github.com/procurement/gateway/wire"
+	"github.com/procurement/gateway/wire/pdftest"
 )
 
 // EnvFaultTests enables the subprocess tests.
@@ -87,33 +88,69 @@ func raceEnabled() bool {
 	return false
 }
 
-// gatewayBinary builds github.com/procurement/gateway once.
+// EnvFaultBinary names a gateway binary to run instead of building one:
+// the suite run against another build (an older one, to see a test fail
+// where it should).
+const EnvFaultBinary = "GATEWAY_FAULT_BINARY"
+
+// gatewayBinary builds github.com/procurement/gateway once, with the race
+// detector when this test binary has it.
 func gatewayBinary(t testing.TB) string {
 	t.Helper()
-	binary.once.Do(func() {
+	return buildOnce(t, &binary, raceEnabled())
+}
+
+// plainBinary is the gateway built without the race detector, for the
+// tests that measure the process's memory: the detector multiplies it.
+var plainBinary struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func gatewayPlainBinary(t testing.TB) string {
+	t.Helper()
+	if !raceEnabled() {
+		return gatewayBinary(t)
+	}
+	return buildOnce(t, &plainBinary, false)
+}
+
+func buildOnce(t testing.TB, b *struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}, race bool) string {
+	t.Helper()
+	if p := os.Getenv(EnvFaultBinary); p != "" {
+		return p
+	}
+	b.once.Do(func() {
 		gobin, err := exec.LookPath("go")
 		if err != nil {
-			binary.err = err
+			b.err = err
 			return
 		}
-		binary.path = filepath.Join(binary.dir, "gateway")
-		args := []string{"build", "-o", binary.path}
-		if raceEnabled() {
+		b.path = filepath.Join(binary.dir, fmt.Sprintf("gateway-race-%v", race))
+		args := []string{"build", "-o", b.path}
+		if race {
 			args = append(args, "-race")
 		}
 		args = append(args, "github.com/procurement/gateway")
 		start := time.Now()
 		out, err := exec.Command(gobin, args...).CombinedOutput()
 		if err != nil {
-			binary.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 			return
 		}
-		t.Logf("built the gateway (race %v) in %v", raceEnabled(), time.Since(start).Round(time.Millisecond))
+		t.Logf("built the gateway (race %v) in %v", race, time.Since(start).Round(time.Millisecond))
 	})
-	if binary.err != nil {
-		t.Fatal(binary.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binary.path
+	return b.path
 }
 
 // institution is one institution of the gateway under test.
@@ -142,18 +179,29 @@ const apiToken = "fault-api-token-0123456789"
 
 // setup is what the gateway's config.yaml says.
 type setup struct {
-	DSN          string // MySQL
+	Driver       string // "mysql" (the default) or "sqlite"
+	DSN          string // MySQL's, or the SQLite file
 	Institutions []institution
 	// Jobs is the body of the jobs: section; empty disables the jobs.
 	Jobs string
 	// Timeout is each institution's call timeout; 2 s unless set.
 	Timeout time.Duration
+	// Server is more of the server: section, YAML lines indented by two.
+	Server string
+	// Plain runs the gateway built without the race detector (memory
+	// measurements), and Env adds to its environment (GOMEMLIMIT).
+	Plain bool
+	Env   []string
 }
 
 func (s setup) yaml() string {
 	var b strings.Builder
-	b.WriteString("server:\n  addr: \"127.0.0.1:0\"\n  public_base_url: \"http://127.0.0.1:1\"\n  shutdown_grace: 3s\n")
-	fmt.Fprintf(&b, "database:\n  driver: mysql\n  dsn: %q\n  max_open_conns: 16\n  max_idle_conns: 8\n", s.DSN)
+	b.WriteString("server:\n  addr: \"127.0.0.1:0\"\n  public_base_url: \"http://127.0.0.1:1\"\n  shutdown_grace: 3s\n" + s.Server)
+	driver := s.Driver
+	if driver == "" {
+		driver = "mysql"
+	}
+	fmt.Fprintf(&b, "database:\n  driver: %s\n  dsn: %q\n  max_open_conns: 16\n  max_idle_conns: 8\n", driver, s.DSN)
 	fmt.Fprintf(&b, "api:\n  tokens: [%q]\n", apiToken)
 	timeout := s.Timeout
 	if timeout == 0 {
@@ -181,6 +229,7 @@ type gatewayProc struct {
 	cfgPath string
 	logPath string
 	log     *os.File
+	env     []string // added to the environment
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -193,8 +242,12 @@ type gatewayProc struct {
 func startGateway(t *testing.T, s setup) *gatewayProc {
 	t.Helper()
 	dir := t.TempDir()
-	g := &gatewayProc{t: t, bin: gatewayBinary(t), cfgPath: filepath.Join(dir, "config.yaml"),
-		logPath: filepath.Join(dir, "gateway.log")}
+	bin := gatewayBinary
+	if s.Plain {
+		bin = gatewayPlainBinary
+	}
+	g := &gatewayProc{t: t, bin: bin(t), cfgPath: filepath.Join(dir, "config.yaml"),
+		logPath: filepath.Join(dir, "gateway.log"), env: s.Env}
 	if err := os.WriteFile(g.cfgPath, []byte(s.yaml()), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +300,7 @@ func (g *gatewayProc) Running() bool {
 func (g *gatewayProc) start() (time.Duration, error) {
 	begin := time.Now()
 	cmd := exec.Command(g.bin, "serve", "-config", g.cfgPath)
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), g.env...)
 	cmd.Stderr = g.log
 	listening := make(chan string, 1)
 	cmd.Stdout = &lineWatch{tee: g.log, prefix: "gateway listening on ", found: listening}
@@ -509,8 +562,10 @@ func (p pay) plain() []byte {
 	return b
 }
 
-// testPDF is a small file that passes the gateway's PDF check.
-var testPDF = []byte("%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")
+// testPDF is a small letter that passes the gateway's PDF check; its length
+// is no multiple of 3, so that its base64 has padding for the corpus to
+// break.
+var testPDF = pdftest.Letter("corpus", 0, 1)
 
 // seedOrders stores n orders of org in processing, as the apply flow would
 // have left them, and returns their ordernos.

@@ -114,8 +114,9 @@ func (g *Gateway) build(ctx context.Context) error {
 		ic := cfg.Institutions[i]
 		in.Client = client.New(client.Config{OrgCode: ic.OrgCode, BaseURL: ic.BaseURL, AppKey: ic.AppKey,
 			Cipher: in.Cipher, Timeout: ic.Timeout, Retries: ic.Retries, RetryWait: ic.RetryWait,
-			BreakerFailures: uint32(ic.BreakerFailures), BreakerOpenFor: ic.BreakerOpenFor}, hc, g.svc)
+			BreakerFailures: uint32(ic.BreakerFailures), BreakerOpenFor: ic.BreakerOpenFor, URLOrigins: ic.URLOrigins}, hc, g.svc)
 	}
+	g.warnInsecureDefaults()
 	g.metrics.Watch(g.svc)
 	j := cfg.Jobs
 	g.jobs, err = service.NewScheduler(g.svc, service.Schedules{Disabled: j.Disabled, PollPending: j.PollPending,
@@ -128,6 +129,18 @@ func (g *Gateway) build(ctx context.Context) error {
 		Metrics: g.metrics.Handler(), NotifyBodyLimit: cfg.Server.NotifyBodyLimit,
 		CallbackBodyLimit: cfg.Server.CallbackBodyLimit})
 	return nil
+}
+
+// warnInsecureDefaults warns of each secret shipped with the gateway (the
+// README's API token, the simulator's secret) that is still in force, and
+// counts them in gateway_insecure_defaults: fine on a laptop, a hole
+// anywhere else, and silent until now (docs/decisions.md §40).
+func (g *Gateway) warnInsecureDefaults() {
+	found := g.cfg.InsecureDefaults()
+	for _, key := range found {
+		g.log.WithField("key", key).Warn("a secret shipped with the gateway is in force: anyone who read the README holds it; set your own before serving anything but this machine")
+	}
+	g.metrics.SetInsecureDefaults(len(found))
 }
 
 // institutions builds the run-time institutions of the config: each with

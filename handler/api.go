@@ -3,7 +3,10 @@ package handler
 import (
 	"errors"
 	"io"
+	"math"
+	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -77,7 +80,32 @@ func (s *server) notFound(c *gin.Context) {
 	c.AbortWithStatusJSON(http.StatusNotFound, apiError{Error: apiErrorBody{Code: service.ENotFound, Message: "no such route"}})
 }
 
+// body reads the request's body within limit, after holding its room in
+// the memory budget (docs/decisions.md §35) until the request is answered
+// (releaseBody). A body declared over the limit is refused unread (413);
+// one that finds no room within a second is answered 503 with
+// Retry-After, dropped as it comes.
 func (s *server) body(c *gin.Context, limit int64) ([]byte, bool) {
+	size := c.Request.ContentLength
+	if size > limit {
+		c.Header("Connection", "close")
+		c.AbortWithStatusJSON(http.StatusRequestEntityTooLarge, apiError{Error: apiErrorBody{Code: service.EInvalid, Message: "body too large"}})
+		return nil, false
+	}
+	if size < 0 {
+		size = limit // undeclared: it may be as large as the limit
+	}
+	release, ok := s.Service.ReserveBody(c.Request.Context(), "api", size)
+	if !ok {
+		// Read and dropped, which costs no memory, so that the client
+		// gets the answer rather than a reset mid-upload.
+		io.Copy(io.Discard, http.MaxBytesReader(c.Writer, c.Request.Body, limit))
+		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(service.BodyRetryAfter().Seconds()))))
+		c.Header("Connection", "close")
+		s.fail(c, &service.Error{Code: service.EUnavailable, Message: "too many large request bodies in flight, retry later"})
+		return nil, false
+	}
+	c.Set(bodyReleaseKey, release)
 	b, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -89,6 +117,19 @@ func (s *server) body(c *gin.Context, limit int64) ([]byte, bool) {
 		return nil, false
 	}
 	return b, true
+}
+
+// bodyReleaseKey holds, in a request's context, the release of its room in
+// the memory budget.
+const bodyReleaseKey = "body_release"
+
+// releaseBody gives a request's room in the memory budget back once the
+// request is answered: its body is worked on until then.
+func (s *server) releaseBody(c *gin.Context) {
+	c.Next()
+	if r, ok := c.Get(bodyReleaseKey); ok {
+		r.(func())()
+	}
 }
 
 func (s *server) apply(c *gin.Context) {
@@ -103,10 +144,10 @@ func (s *server) apply(c *gin.Context) {
 	}
 	switch st {
 	case service.ApplyAccepted:
-		c.Header("Location", "/v1/guarantees/"+v.OrderNo)
+		c.Header("Location", "/v1/guarantees/"+url.PathEscape(v.OrderNo))
 		c.JSON(http.StatusCreated, v)
 	case service.ApplyUnconfirmed:
-		c.Header("Location", "/v1/guarantees/"+v.OrderNo)
+		c.Header("Location", "/v1/guarantees/"+url.PathEscape(v.OrderNo))
 		c.JSON(http.StatusAccepted, v)
 	default:
 		c.JSON(http.StatusOK, v)
@@ -164,8 +205,19 @@ func (s *server) file(c *gin.Context) {
 		c.Status(http.StatusNotModified)
 		return
 	}
-	c.Header("Content-Disposition", `attachment; filename="`+f.OrderNo+`.pdf"`)
+	c.Header("Content-Disposition", attachment(f.OrderNo+".pdf"))
 	c.Data(http.StatusOK, "application/pdf", f.Content)
+}
+
+// attachment is the Content-Disposition of a file download (RFC 6266):
+// the name quoted and escaped as a header parameter wants, and written as
+// filename* (RFC 8187, UTF-8) when it is not ASCII. An orderno stored
+// before its form was checked cannot break out of the header this way.
+func attachment(name string) string {
+	if v := mime.FormatMediaType("attachment", map[string]string{"filename": name}); v != "" {
+		return v
+	}
+	return "attachment" // a name no encoding can carry (a control character): none
 }
 
 // etagMatches reads If-None-Match: "*", or a list of entity tags, weak ones

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -29,6 +28,7 @@ import (
 	"github.com/procurement/gateway/model"
 	"github.com/procurement/gateway/model/modeltest"
 	"github.com/procurement/gateway/wire"
+	"github.com/procurement/gateway/wire/pdftest"
 )
 
 // The institutions of these tests, one per cipher family of docs/decisions.md §2.
@@ -244,21 +244,9 @@ func releaseParams(bhno, state string) map[string]any {
 	return map[string]any{"bhno": bhno, "state": state}
 }
 
-// pdfOf returns n bytes that start like a PDF: 4 KiB of noise from seed,
-// repeated (cheap to make under -race, distinct per seed).
-func pdfOf(n int, seed uint64) []byte {
-	b := make([]byte, n)
-	r := rand.New(rand.NewPCG(seed, seed))
-	k := min(n, 4096)
-	for i := range k {
-		b[i] = byte(r.Uint32())
-	}
-	for filled := k; filled < n; filled *= 2 {
-		copy(b[filled:], b[:filled])
-	}
-	copy(b, "%PDF-1.7\n")
-	return b
-}
+// pdfOf returns a guarantee letter of about n bytes, distinct per seed and
+// cheap to make under -race (pdftest.Letter).
+func pdfOf(n int, seed uint64) []byte { return pdftest.Letter(fmt.Sprintf("test %d", seed), n, seed) }
 
 // bigNotice returns the body of an issuance notice carrying pdf, put
 // together without passing its megabytes through encoding/json, which is
@@ -471,9 +459,20 @@ func TestCallbackRefusals(t *testing.T) {
 					t.Fatalf("callbacks audited under %q: %d, want %d", c.auditedAs, len(cbs), before+1)
 				}
 				last := cbs[len(cbs)-1]
+				// A sender refused from its headers had its body left
+				// unread: its row has the declared size, no digest, no body.
+				wantSum, door := sha(body), c.code == wire.CodeBadAppKey
+				if door {
+					wantSum = ""
+				}
+				full, err := f.Store.Callback(last.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
 				if last.Result != model.CallbackRejected || last.Errcode != c.code || last.Kind != c.kind ||
-					last.DedupKey != nil || last.BodySize != int64(len(body)) || last.BodySha256 != sha(body) {
-					t.Errorf("audit row: %+v", last)
+					last.DedupKey != nil || last.BodySize != int64(len(body)) || last.BodySha256 != wantSum ||
+					door && len(full.Body) != 0 || !door && !bytes.Equal(full.Body, body) {
+					t.Errorf("audit row: %+v (body stored: %v)", last, len(full.Body) != 0)
 				}
 				if wantOrg := map[bool]string{true: orgECB, false: ""}[c.code != wire.CodeBadAppKey]; last.OrgCode != wantOrg {
 					t.Errorf("audit row attributed to %q, want %q", last.OrgCode, wantOrg)
@@ -1202,6 +1201,23 @@ func TestCallbackStorageDown(t *testing.T) {
 			{"applynotify", notifyParams(issued, "1", "BH-DOWN-1", pdfOf(1024, 50))},
 		} {
 			expect(t, c.kind, want{http.StatusServiceUnavailable, wire.CodeUnavailable})(f.Callback(t, orgECB, c.kind, c.params))
+		}
+		// The operator's line says why: the storage error itself, not
+		// only "storage unavailable".
+		n := 0
+		for _, raw := range strings.Split(strings.TrimSpace(f.Logs.String()), "\n") {
+			var l struct{ Msg, Error string }
+			json.Unmarshal([]byte(raw), &l)
+			if l.Msg != "callback not stored" {
+				continue
+			}
+			n++
+			if !strings.Contains(l.Error, "database is closed") {
+				t.Errorf("callback not stored, error %q: the cause is missing", l.Error)
+			}
+		}
+		if n != 4 {
+			t.Errorf("%d lines \"callback not stored\", want 4", n)
 		}
 	})
 }

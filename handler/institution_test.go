@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"github.com/procurement/gateway/crypto"
 	"github.com/procurement/gateway/handler/handlertest"
 	"github.com/procurement/gateway/wire"
+	"github.com/procurement/gateway/wire/pdftest"
 )
 
 // stubMode is how a stub institution answers one endpoint.
@@ -93,16 +95,12 @@ func newStubInst(t testing.TB, org string, timeout time.Duration) *stubInst {
 	return s
 }
 
-// stubPDF returns a fake PDF of about size bytes (the gateway only checks
-// the magic), distinct per label.
+// stubPDF returns a guarantee letter of about size bytes, distinct per
+// label.
 func stubPDF(label string, size int) []byte {
-	var b bytes.Buffer
-	b.WriteString("%PDF-1.4\n% guarantee letter " + label + "\n")
-	for b.Len() < size {
-		b.WriteString("% filler line of the test letter, " + label + "\n")
-	}
-	b.WriteString("%%EOF\n")
-	return b.Bytes()
+	h := fnv.New64a()
+	h.Write([]byte(label))
+	return pdftest.Letter(label, size, h.Sum64())
 }
 
 // set configures how endpoint ep answers from now on.

@@ -10,7 +10,7 @@ func (s *server) routes(r *gin.Engine) {
 	r.POST("/api/guarantee/release", s.callback("release", s.CallbackBodyLimit))
 
 	// The bidding module's API (docs/api.md).
-	v1 := r.Group("/v1", s.auth)
+	v1 := r.Group("/v1", s.auth, s.releaseBody)
 	v1.POST("/guarantees", s.apply)
 	v1.GET("/guarantees", s.list)
 	v1.GET("/guarantees/:orderno", s.get)

@@ -50,10 +50,11 @@ const (
 	FlagStale            Flag = "stale"             // still processing long after the bid opening
 	FlagApplyUnconfirmed Flag = "apply_unconfirmed" // no definite answer to the apply after every retry
 	FlagPullFailed       Flag = "pull_failed"       // the PDF could not be pulled after many tries
+	FlagURLRefused       Flag = "url_refused"       // a per-order URL is not on the institution's origins: not called
 )
 
 // AllFlags lists every flag but FlagNone, for metrics and filters.
-var AllFlags = []Flag{FlagStale, FlagApplyUnconfirmed, FlagPullFailed}
+var AllFlags = []Flag{FlagStale, FlagApplyUnconfirmed, FlagPullFailed, FlagURLRefused}
 
 // Order is one application for a guarantee, keyed by its orderno.
 type Order struct {

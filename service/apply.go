@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/procurement/gateway/client"
@@ -152,6 +153,12 @@ func (s *Service) sendApply(ctx context.Context, inst *Institution, o *model.Ord
 	case err == nil:
 		learn := model.OrderChange{}.Links(model.Links{ContinueURL: res.ContinueURL, QueryURL: res.QueryURL,
 			PullURL: res.PullURL, CancelURL: res.CancelURL}).FreeLease().Flag(model.FlagNone)
+		// The URLs are kept as the institution gave them, but one off its
+		// origins will not be called: the order is flagged for an operator.
+		refused := s.offOrigin(inst, res)
+		if len(refused) > 0 {
+			learn = learn.Flag(model.FlagURLRefused)
+		}
 		err := s.store.InTx(ctx, func(tx model.Queries) error {
 			to := model.StatusProcessing
 			moved, err := tx.MoveOrder(o.OrderNo, movesFrom(evApplyAccepted, to), to,
@@ -163,10 +170,14 @@ func (s *Service) sendApply(ctx context.Context, inst *Institution, o *model.Ord
 				// A callback got here first (the institution was quick): it
 				// keeps its status and learns the URLs.
 				_, err = tx.UpdateOrder(o.OrderNo, learn, model.OrderGuard{})
+			} else {
+				err = tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventStatus, Name: "apply",
+					FromStatus: string(model.StatusApplying), ToStatus: string(to), Detail: "accepted by " + inst.OrgCode})
+			}
+			if err != nil || len(refused) == 0 {
 				return err
 			}
-			return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventStatus, Name: "apply",
-				FromStatus: string(model.StatusApplying), ToStatus: string(to), Detail: "accepted by " + inst.OrgCode})
+			return tx.AddEvent(urlRefusedEvent(o.OrderNo, strings.Join(refused, "; ")))
 		})
 		if err != nil {
 			return 0, storeErr("apply "+o.OrderNo, err)
@@ -216,6 +227,28 @@ func (s *Service) applyAttemptFailed(ctx context.Context, o *model.Order, g mode
 	if _, err := s.store.With(ctx).UpdateOrder(o.OrderNo, c, g); err != nil {
 		s.logger(ctx).WithError(err).WithField("orderno", o.OrderNo).Error("apply back-off not stored")
 	}
+}
+
+// offOrigin lists the per-order URLs of an apply answer that are not on
+// the institution's origins, each with why (docs/decisions.md §39), and
+// counts them. continueurl is the bidder's page, not ours to call: any
+// http(s) URL will do.
+func (s *Service) offOrigin(inst *Institution, res wire.ApplyResult) []string {
+	var out []string
+	for _, u := range []struct{ name, endpoint, url string }{
+		{"queryurl", client.EndpointQuery, res.QueryURL},
+		{"pullurl", client.EndpointPull, res.PullURL},
+		{"cancelurl", client.EndpointCancel, res.CancelURL},
+	} {
+		if u.url == "" {
+			continue
+		}
+		if err := inst.Client.CheckURL(u.endpoint, u.url); err != nil {
+			s.metrics.URLRefused(inst.OrgCode, u.name)
+			out = append(out, u.name+" "+callCause(err))
+		}
+	}
+	return out
 }
 
 // checkURLs insists that the URLs we will call later are absolute.

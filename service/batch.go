@@ -265,14 +265,29 @@ func (r batchRows) settle() []*batchJob {
 	return append(r.take, r.repeats...)
 }
 
-// commitPays takes the paystates that are new payments of known orders,
-// and repeats, in one transaction, and returns them.
+// commitPays takes the paystates that are new payments of known orders
+// whose amounts stay sound (checkPay), and repeats, in one transaction,
+// and returns them.
 func (s *Service) commitPays(ctx context.Context, jobs []*batchJob) ([]*batchJob, error) {
 	var r batchRows
 	err := s.store.InTx(ctx, func(tx model.Queries) error {
+		// A payment is plain when its order's amounts, with the batch's
+		// earlier payments, still hold after it (checkPay); one that would
+		// not goes one by one, after this batch, and is refused there.
+		running := make(map[string]model.Amounts, len(jobs))
+		plain := func(j *batchJob, o *model.Order) bool {
+			a, ok := running[o.OrderNo]
+			if !ok {
+				a = model.Amounts{Paid: o.PaidAmount, Refunded: o.RefundedAmount}
+			}
+			if checkPay(o.OrderNo, a, j.pay) != nil {
+				return false
+			}
+			running[o.OrderNo] = addPay(a, j.pay)
+			return true
+		}
 		var err error
-		r, err = s.lockBatch(tx, jobs, func(j *batchJob) string { return j.pay.OrderNo },
-			func(*batchJob, *model.Order) bool { return true })
+		r, err = s.lockBatch(tx, jobs, func(j *batchJob) string { return j.pay.OrderNo }, plain)
 		if err != nil || len(r.take) == 0 {
 			return err
 		}

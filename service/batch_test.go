@@ -189,7 +189,10 @@ func (f *batchFixture) order(t *testing.T, no string) *model.Order {
 // the amounts summed across the batch; it records repeats (of a stored
 // callback, and within the batch) as duplicates, changing nothing else;
 // and it hands back an unknown order and another institution's order,
-// which then get the answers they would get alone.
+// which then get the answers they would get alone; and so does a payment
+// that would leave its order's amounts unsound: a refund above what was
+// paid (the batch's own earlier payments counted), a sum beyond
+// DECIMAL(18,2).
 func TestPayBatchCommit(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
 		f := newBatchFixture(t, store)
@@ -201,16 +204,19 @@ func TestPayBatchCommit(t *testing.T) {
 		before := f.counts(t)
 
 		jobs := []*batchJob{
-			f.job(f.bankA, f.a1, wire.PayKindPay, "10.00", t0.Add(time.Second)),     // new
-			f.job(f.bankA, f.a1, wire.PayKindPay, "5.50", t0.Add(2*time.Second)),    // new, same order
-			f.job(f.bankA, f.a2, wire.PayKindRefund, "1.25", t0.Add(3*time.Second)), // new refund, another order
-			f.job(f.bankA, f.a1, wire.PayKindPay, "100.00", t0),                     // the stored one again
-			f.job(f.bankA, f.a2, wire.PayKindRefund, "1.25", t0.Add(3*time.Second)), // the third again, in the batch
-			f.job(f.bankA, "PB-NONE", wire.PayKindPay, "1.00", t0),                  // unknown order
-			f.job(f.bankA, f.b1, wire.PayKindPay, "2.00", t0),                       // BANKB's order
-			f.job(f.bankB, f.b1, wire.PayKindPay, "3.00", t0.Add(4*time.Second)),    // new, BANKB's own
+			f.job(f.bankA, f.a1, wire.PayKindPay, "10.00", t0.Add(time.Second)),                 // new
+			f.job(f.bankA, f.a1, wire.PayKindPay, "5.50", t0.Add(2*time.Second)),                // new, same order
+			f.job(f.bankA, f.a2, wire.PayKindPay, "2.00", t0),                                   // new, another order
+			f.job(f.bankA, f.a2, wire.PayKindRefund, "1.25", t0.Add(3*time.Second)),             // new refund of it, within what the batch paid
+			f.job(f.bankA, f.a1, wire.PayKindPay, "100.00", t0),                                 // the stored one again
+			f.job(f.bankA, f.a2, wire.PayKindRefund, "1.25", t0.Add(3*time.Second)),             // the refund again, in the batch
+			f.job(f.bankA, "PB-NONE", wire.PayKindPay, "1.00", t0),                              // unknown order
+			f.job(f.bankA, f.b1, wire.PayKindPay, "2.00", t0),                                   // BANKB's order
+			f.job(f.bankB, f.b1, wire.PayKindPay, "3.00", t0.Add(4*time.Second)),                // new, BANKB's own
+			f.job(f.bankA, f.a2, wire.PayKindRefund, "5.00", t0.Add(5*time.Second)),             // refunds would pass the 2.00 paid
+			f.job(f.bankA, f.a1, wire.PayKindPay, "9999999999999999.00", t0.Add(6*time.Second)), // the sum would pass DECIMAL(18,2)
 		}
-		wantTaken := []bool{true, true, true, true, true, false, false, true}
+		wantTaken := []bool{true, true, true, true, true, true, false, false, true, false, false}
 		f.svc.payBatch(jobs)
 		for i, j := range jobs {
 			select {
@@ -223,18 +229,19 @@ func TestPayBatchCommit(t *testing.T) {
 			}
 		}
 		after := f.counts(t)
-		for table, want := range map[string]int64{"payments": 4, "callbacks": 6, "events": 4} {
+		for table, want := range map[string]int64{"payments": 5, "callbacks": 7, "events": 5} {
 			if d := after[table] - before[table]; d != want {
 				t.Errorf("%s: %d new rows, want %d", table, d, want)
 			}
 		}
 		for i, want := range []string{model.CallbackAccepted, model.CallbackAccepted, model.CallbackAccepted,
-			model.CallbackDuplicate, model.CallbackDuplicate} {
+			model.CallbackAccepted, model.CallbackDuplicate, model.CallbackDuplicate} {
 			if got := jobs[i].out.result; got != want {
 				t.Errorf("job %d: result %s, want %s", i, got, want)
 			}
 		}
 		decimalIs(t, "a1 paid", f.order(t, f.a1).PaidAmount, "115.50")
+		decimalIs(t, "a2 paid", f.order(t, f.a2).PaidAmount, "2.00")
 		decimalIs(t, "a2 refunded", f.order(t, f.a2).RefundedAmount, "1.25")
 		decimalIs(t, "b1 paid", f.order(t, f.b1).PaidAmount, "3.00")
 
@@ -278,13 +285,23 @@ func TestPayBatchCommit(t *testing.T) {
 			}
 		}
 
-		// What was handed back gets the one-by-one answers.
-		for _, i := range []int{5, 6} {
+		// What was handed back gets the one-by-one answers: unknown
+		// orders, a refund above the payments (naming the amounts), a sum
+		// beyond DECIMAL(18,2) (naming paymoney).
+		for i, want := range map[int]string{6: wire.CodeUnknown, 7: wire.CodeUnknown, 9: wire.CodeConflict, 10: wire.CodeBadParam} {
 			j := jobs[i]
 			err := f.svc.payOne(j.ctx, j.in, j.out, j.pay, j.key)
-			if ce := (*callbackErr)(nil); !errors.As(err, &ce) || ce.code != wire.CodeUnknown {
-				t.Errorf("job %d alone: %v, want %s", i, err, wire.CodeUnknown)
+			if ce := (*callbackErr)(nil); !errors.As(err, &ce) || ce.code != want {
+				t.Errorf("job %d alone: %v, want %s", i, err, want)
 			}
+		}
+		if err := f.svc.payOne(jobs[9].ctx, jobs[9].in, jobs[9].out, jobs[9].pay, jobs[9].key); err == nil ||
+			!strings.Contains(err.Error(), "5.00") || !strings.Contains(err.Error(), "6.25") || !strings.Contains(err.Error(), "2.00 paid") {
+			t.Errorf("refund above the payments: %v, want the amounts named", err)
+		}
+		if err := f.svc.payOne(jobs[10].ctx, jobs[10].in, jobs[10].out, jobs[10].pay, jobs[10].key); err == nil ||
+			!strings.Contains(err.Error(), "invalid parameter paymoney:") {
+			t.Errorf("a sum beyond DECIMAL(18,2): %v, want paymoney named", err)
 		}
 		decimalIs(t, "a1 paid after the repeats", f.order(t, f.a1).PaidAmount, "115.50")
 		decimalIs(t, "a2 refunded after the repeats", f.order(t, f.a2).RefundedAmount, "1.25")

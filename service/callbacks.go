@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -31,28 +30,52 @@ type CallbackInput struct {
 	Body       []byte
 	RemoteAddr string
 	RequestID  string
-	// Oversize: the body was over the route's limit and was not read;
-	// Size is its declared length (-1 when undeclared). It is refused with
-	// 413 and audited like any other refusal.
+	// Admission is AdmitCallback's verdict on the sender, given from the
+	// headers before the body was read; when it was not judged,
+	// HandleCallback judges it.
+	Admission Admission
+	// The body was not taken when the sender was refused (Admission) or it
+	// was over the route's limit (Oversize: 413), both unread, or when the
+	// memory budget had no room for it (Busy: 503, dropped as it came).
+	// Size is its declared length (-1 when undeclared), which its audit row
+	// keeps instead of a digest.
 	Oversize bool
+	Busy     bool
 	Size     int64
 }
 
-// Reply is the answer to a callback: the generic response and its HTTP status.
+// unread reports whether the body was left unread: it is audited by its
+// declared size alone, and a stranger's body is never stored.
+func (in CallbackInput) unread() bool {
+	return in.Oversize || in.Busy || !in.Admission.Admitted()
+}
+
+// Reply is the answer to a callback: the generic response and its HTTP
+// status, and when the sender should come back (Retry-After) if it should.
 type Reply struct {
 	HTTPStatus int
 	Body       wire.Response
+	RetryAfter time.Duration
 }
 
 // callbackErr is a refusal with its errcode (docs/decisions.md §7).
 type callbackErr struct {
-	code   string
-	msg    string
-	err    error
-	status int // the HTTP status when not the usual one for the code
+	code       string
+	msg        string
+	err        error
+	status     int           // the HTTP status when not the usual one for the code
+	retryAfter time.Duration // Retry-After, when the sender should come back
 }
 
-func (e *callbackErr) Error() string { return e.code + " " + e.msg }
+// Error is the refusal and its cause: what the log shows an operator
+// ("500001 storage unavailable, retry: insert callback: dial tcp …"); the
+// sender is told msg only.
+func (e *callbackErr) Error() string {
+	if e.err != nil {
+		return e.code + " " + e.msg + ": " + e.err.Error()
+	}
+	return e.code + " " + e.msg
+}
 func (e *callbackErr) Unwrap() error { return e.err }
 
 func refuse(code, format string, args ...any) *callbackErr {
@@ -70,24 +93,31 @@ type receipt struct {
 	note        string
 }
 
-// HandleCallback takes one callback: it identifies the institution by
-// appKey (100001), decrypts the body (100002), validates every field
+// HandleCallback takes one callback: its sender judged from the headers
+// (in.Admission: 100001 for an unknown appKey or a refused source, 500002
+// over the rate), it decrypts the body (100002), validates every field
 // (100003), then in one transaction records the callback with its dedup
 // key, applies its effect and appends the order's events. It answers stat 1
 // only after the commit. A callback whose dedup key was accepted before
 // answers stat 1 and changes nothing. Unknown order or guarantee → 200001;
-// facts that contradict what is stored → 200002; storage down → HTTP 503
-// with 500001, so that the institution sends it again.
+// facts that contradict what is stored → 200002; storage down, or no room
+// in the memory budget → HTTP 503 with 500001, so that the institution
+// sends it again. Refusals are audited, those at the door without their
+// body and at most server.stranger_audit_rate a second (admission.go).
 func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
 	start := time.Now()
-	out := receipt{result: model.CallbackAccepted}
+	if !in.Admission.judged {
+		in.Admission = s.AdmitCallback(in.AppKey, in.RemoteAddr)
+	}
+	// A refused sender whose key is known is still put to its account.
+	out := receipt{result: model.CallbackAccepted, inst: in.Admission.inst}
 	err := s.takeCallback(ctx, in, &out)
 
 	var reply Reply
 	var ce *callbackErr
 	switch {
 	case err == nil:
-		reply = Reply{http.StatusOK, wire.Response{Stat: 1, Errcode: wire.CodeOK, Msg: "成功"}}
+		reply = Reply{HTTPStatus: http.StatusOK, Body: wire.Response{Stat: 1, Errcode: wire.CodeOK, Msg: "成功"}}
 	case errors.As(err, &ce):
 		out.result = model.CallbackRejected
 		status := http.StatusOK
@@ -98,34 +128,51 @@ func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
 		} else if ce.code == codeRateLimited {
 			status = http.StatusTooManyRequests
 		}
-		reply = Reply{status, wire.Response{Stat: 0, Errcode: ce.code, Msg: ce.msg}}
+		reply = Reply{HTTPStatus: status, Body: wire.Response{Stat: 0, Errcode: ce.code, Msg: ce.msg}, RetryAfter: ce.retryAfter}
 	default:
 		out.result = model.CallbackRejected
-		reply = Reply{http.StatusServiceUnavailable, wire.Response{Stat: 0, Errcode: wire.CodeUnavailable, Msg: "storage unavailable, retry"}}
-	}
-	// Refusals are audited too; what was accepted has its row already.
-	if out.result == model.CallbackRejected && reply.Body.Errcode != wire.CodeUnavailable {
-		if aerr := s.audit(ctx, in, &out, reply.Body, nil); aerr != nil {
-			err = errors.Join(err, aerr)
-		}
+		reply = Reply{HTTPStatus: http.StatusServiceUnavailable, Body: wire.Response{Stat: 0, Errcode: wire.CodeUnavailable, Msg: "storage unavailable, retry"}}
 	}
 	org := ""
 	if out.inst != nil {
 		org = out.inst.OrgCode
 	}
+	// Refusals are audited too; what was accepted has its row already.
+	var auditErr error
+	if out.result == model.CallbackRejected && reply.Body.Errcode != wire.CodeUnavailable {
+		if !in.Admission.Admitted() && !s.door.take() {
+			// Over the audit rate of refusals at the door: counted, and
+			// summed up in a line at most once a minute, no more.
+			s.metrics.CallbackUnaudited(in.Kind)
+			s.metrics.Callback(org, in.Kind, out.result, reply.Body.Errcode, time.Since(start))
+			if n, since := s.door.skip(s.now()); n > 0 {
+				s.log.WithFields(logrus.Fields{"unaudited": n, "since": since.Format(time.RFC3339), "kind": in.Kind,
+					"errcode": reply.Body.Errcode}).Warn("callbacks refused at the door and not audited (over server.stranger_audit_rate)")
+			}
+			return reply
+		}
+		auditErr = s.audit(ctx, in, &out, reply.Body, nil)
+	}
 	d := time.Since(start)
 	s.metrics.Callback(org, in.Kind, out.result, reply.Body.Errcode, d)
+	size := int64(len(in.Body))
+	if in.unread() {
+		size = in.Size
+	}
 	fields := logrus.Fields{"institution": org, "kind": in.Kind, "result": out.result,
-		"errcode": reply.Body.Errcode, "latency_ms": d.Milliseconds(), "request_id": in.RequestID, "bytes": len(in.Body)}
+		"errcode": reply.Body.Errcode, "latency_ms": d.Milliseconds(), "request_id": in.RequestID, "bytes": size}
 	if out.orderNo != "" {
 		fields["orderno"] = out.orderNo
 	}
 	if out.guaranteeNo != "" {
 		fields["bhno"] = out.guaranteeNo
 	}
+	if auditErr != nil {
+		fields["audit_error"] = auditErr.Error()
+	}
 	entry := s.log.WithFields(fields)
 	switch {
-	case reply.HTTPStatus >= 500:
+	case reply.HTTPStatus >= 500 && !in.Busy:
 		entry.WithError(err).Error("callback not stored")
 	case err != nil:
 		entry.WithField("reason", reply.Body.Msg).Warn("callback refused")
@@ -140,24 +187,21 @@ func (s *Service) HandleCallback(ctx context.Context, in CallbackInput) Reply {
 const codeRateLimited = "500002"
 
 func (s *Service) takeCallback(ctx context.Context, in CallbackInput, out *receipt) error {
-	inst, ok := s.insts.ByAppKey(in.AppKey)
-	if ok {
-		out.inst = inst // an oversize body is still put to its sender's account
+	if r := in.Admission.refused; r != nil {
+		return r
 	}
 	if in.Oversize {
 		return &callbackErr{code: wire.CodeBadParam, msg: "body too large", status: http.StatusRequestEntityTooLarge}
 	}
-	if !ok {
-		return refuse(wire.CodeBadAppKey, "missing or unknown appKey")
-	}
-	if err := admit(inst, in.RemoteAddr); err != nil {
-		return err
+	if in.Busy {
+		return &callbackErr{code: wire.CodeUnavailable, msg: "too many large bodies in flight, retry later",
+			retryAfter: bodyRetryAfter}
 	}
 	ct, err := wire.Ciphertext(in.Body)
 	if err != nil {
 		return refuse(wire.CodeBadCipher, "body is not an envelope")
 	}
-	plain, err := inst.Cipher.Decrypt(ct)
+	plain, err := out.inst.Cipher.Decrypt(ct)
 	if err != nil {
 		return refuse(wire.CodeBadCipher, "data does not decrypt under this appKey's secret")
 	}
@@ -175,6 +219,7 @@ func (s *Service) takeCallback(ctx context.Context, in CallbackInput, out *recei
 		n, err := wire.ParseApplyNotify(plain)
 		out.orderNo, out.guaranteeNo = validField(err, "orderno", n.OrderNo), validField(err, "bhno", n.GuaranteeNo)
 		if err != nil {
+			s.countRefusedFile(out.inst, "applynotify", err)
 			return badParam(err)
 		}
 		return s.applyNotify(ctx, in, out, n)
@@ -189,29 +234,11 @@ func (s *Service) takeCallback(ctx context.Context, in CallbackInput, out *recei
 	return refuse(wire.CodeBadParam, "unknown callback %q", in.Kind)
 }
 
-// admit applies the institution's optional source allowlist and rate limit.
-func admit(inst *Institution, remote string) error {
-	if len(inst.Allow) > 0 {
-		host, _, err := net.SplitHostPort(remote)
-		if err != nil {
-			host = remote
-		}
-		ip := net.ParseIP(host)
-		allowed := false
-		for _, n := range inst.Allow {
-			if ip != nil && n.Contains(ip) {
-				allowed = true
-				break
-			}
-		}
-		if !allowed {
-			return refuse(wire.CodeBadAppKey, "source address not allowed for this appKey")
-		}
+// countRefusedFile counts a guarantee file refused as no readable PDF.
+func (s *Service) countRefusedFile(inst *Institution, source string, err error) {
+	if errors.Is(err, wire.ErrNotPDF) {
+		s.metrics.FileRefused(inst.OrgCode, source)
 	}
-	if inst.Limiter != nil && !inst.Limiter.Allow() {
-		return refuse(codeRateLimited, "too many callbacks, retry later")
-	}
-	return nil
 }
 
 // validField returns v unless err refused the parsing at field (the parser
@@ -313,9 +340,11 @@ func (s *Service) callbackRow(in CallbackInput, out *receipt, resp wire.Response
 	if out.inst != nil {
 		cb.OrgCode = out.inst.OrgCode
 	}
-	if in.Oversize {
-		// Never read: no digest, the declared size.
+	if in.unread() {
+		// Never read: no digest, the declared size, and never a body: a
+		// stranger's bytes are not ours to keep (docs/decisions.md §34).
 		cb.BodySha256, cb.BodySize = "", in.Size
+		return cb
 	}
 	// A body over the limit carries a PDF, which is stored once, in
 	// guarantee_files; its audit keeps the digest and the size.
@@ -347,6 +376,9 @@ func (s *Service) payOne(ctx context.Context, in CallbackInput, out *receipt, p 
 	find := func(tx model.Queries) (*model.Order, error) { return s.ownOrder(tx, out.inst.OrgCode, p.OrderNo) }
 	return s.accept(ctx, in, out, key, find, func(tx model.Queries, o *model.Order, cb *model.Callback) error {
 		sums := model.Amounts{Paid: o.PaidAmount, Refunded: o.RefundedAmount}
+		if err := checkPay(o.OrderNo, sums, p); err != nil {
+			return err
+		}
 		pay, event := payEffect(o, cb, p, key, &sums)
 		if err := tx.InsertPayment(pay); err != nil {
 			return err
@@ -356,6 +388,39 @@ func (s *Service) payOne(ctx context.Context, in CallbackInput, out *receipt, p 
 		}
 		return tx.AddEvent(event)
 	})
+}
+
+// checkPay refuses a paystate that would leave the order's amounts (sums,
+// before it) false or unstorable (docs/decisions.md §36): a refund that
+// takes the refunds above the payments is 200002, naming the amounts; a
+// payment that takes the paid sum beyond what DECIMAL(18,2) holds is
+// 100003 on paymoney. A refund sent before the payment it returns is
+// refused too, and taken when the institution sends it again after the
+// payment.
+func checkPay(orderNo string, sums model.Amounts, p wire.PayState) *callbackErr {
+	after := addPay(sums, p)
+	if p.Kind == wire.PayKindRefund {
+		if after.Refunded.GreaterThan(after.Paid) {
+			return refuse(wire.CodeConflict, "refund %s would bring the refunds of order %s to %s, above the %s paid",
+				p.Amount.StringFixed(2), orderNo, after.Refunded.StringFixed(2), after.Paid.StringFixed(2))
+		}
+		return nil
+	}
+	if after.Paid.GreaterThan(wire.MaxMoney) {
+		return refuse(wire.CodeBadParam, "invalid parameter paymoney: %s would bring the paid amount of order %s to %s, beyond DECIMAL(18,2)",
+			p.Amount.StringFixed(2), orderNo, after.Paid.StringFixed(2))
+	}
+	return nil
+}
+
+// addPay is the order's amounts with one more pay or refund.
+func addPay(sums model.Amounts, p wire.PayState) model.Amounts {
+	if p.Kind == wire.PayKindRefund {
+		sums.Refunded = sums.Refunded.Add(p.Amount)
+	} else {
+		sums.Paid = sums.Paid.Add(p.Amount)
+	}
+	return sums
 }
 
 // payEffect is what one paystate adds to its locked order: the payment, the
@@ -369,10 +434,8 @@ func payEffect(o *model.Order, cb *model.Callback, p wire.PayState, key string, 
 	what := "pay"
 	if p.Kind == wire.PayKindRefund {
 		what = "refund"
-		sums.Refunded = sums.Refunded.Add(p.Amount)
-	} else {
-		sums.Paid = sums.Paid.Add(p.Amount)
 	}
+	*sums = addPay(*sums, p)
 	event := &model.Event{OrderNo: o.OrderNo, Kind: model.EventNote, Name: what, RefID: &cb.ID,
 		Detail: fmt.Sprintf("%s %s yuan at %s from %s", what, p.Amount.StringFixed(2),
 			p.PaidAt.Format(time.RFC3339), MaskAccount(p.PayerAccount))}

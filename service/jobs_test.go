@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -30,6 +31,7 @@ import (
 	"github.com/procurement/gateway/model/modeltest"
 	"github.com/procurement/gateway/service"
 	"github.com/procurement/gateway/wire"
+	"github.com/procurement/gateway/wire/pdftest"
 )
 
 const (
@@ -37,7 +39,7 @@ const (
 	secret  = "0123456789abcdef"
 )
 
-var testPDF = []byte("%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+var testPDF = pdftest.Letter("jobs", 0, 1)
 
 // bank is an httptest institution: it speaks the real envelope with the
 // real cipher, counts every call by endpoint and key (orderno, bhno or
@@ -50,9 +52,12 @@ type bank struct {
 
 	mu      sync.Mutex
 	calls   map[string]int
-	mode    string            // ok, fail (500), unavailable (503 + Retry-After), hang, garbage, refuse (stat 0)
+	mode    string            // ok, fail (500), unavailable (503 + Retry-After), hang, garbage, refuse (stat 0), fakepdf (pull: "%PDF-")
 	delay   time.Duration     // before an ok answer
 	answers map[string]string // queryurl status by orderno; default processing
+	// elsewhere, when set, is the base of the queryurl and pullurl an apply
+	// answer hands out instead of the bank's own.
+	elsewhere string
 }
 
 func newBank(t testing.TB) *bank {
@@ -132,7 +137,7 @@ func (b *bank) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	b.mu.Lock()
 	b.calls[endpoint+" "+key]++
-	mode, delay, status := b.mode, b.delay, b.answers[key]
+	mode, delay, status, elsewhere := b.mode, b.delay, b.answers[key], b.elsewhere
 	b.mu.Unlock()
 	b.inflight.Add(1)
 	defer b.inflight.Add(-1)
@@ -168,7 +173,8 @@ func (b *bank) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var data any
 	switch endpoint {
 	case "apply":
-		data = wire.ApplyResult{ContinueURL: b.srv.URL + "/continue/" + key, QueryURL: b.srv.URL + "/query", PullURL: b.srv.URL + "/pull"}
+		urls := cmp.Or(elsewhere, b.srv.URL)
+		data = wire.ApplyResult{ContinueURL: b.srv.URL + "/continue/" + key, QueryURL: urls + "/query", PullURL: urls + "/pull"}
 	case "query":
 		if status == "" {
 			status = wire.NotifyProcessing
@@ -176,6 +182,9 @@ func (b *bank) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		data = wire.QueryResult{Status: status, Describe: "as of now", DealtAt: time.Now()}
 	case "pull":
 		data = wire.PullResult{Name: key + ".pdf", File: testPDF}
+		if mode == "fakepdf" {
+			data = wire.PullResult{Name: key + ".pdf", File: []byte("%PDF-")}
+		}
 	}
 	resp := wire.Response{Stat: 1, Errcode: wire.CodeOK}
 	if data != nil {
@@ -216,10 +225,27 @@ func (l *logSink) lines(msg string) []map[string]any {
 // over a store it may share with others. Its schedules do not run unless
 // the test turns them on; a test runs a job with run.
 type gateway struct {
-	svc   *service.Service
-	jobs  *service.Scheduler
-	logs  *logSink
-	store *model.Store
+	svc     *service.Service
+	jobs    *service.Scheduler
+	logs    *logSink
+	store   *model.Store
+	metrics *service.PrometheusMetrics
+}
+
+// metric returns the value of the sample of /metrics that starts with
+// name{labels}, 0 when there is none.
+func (g *gateway) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	g.metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
 }
 
 type gwOptions struct {
@@ -279,7 +305,7 @@ func newGateway(t testing.TB, store *model.Store, b *bank, o gwOptions) *gateway
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	return &gateway{svc: g.Service(), jobs: g.Jobs(), logs: sink, store: store}
+	return &gateway{svc: g.Service(), jobs: g.Jobs(), logs: sink, store: store, metrics: g.Metrics()}
 }
 
 func (g *gateway) run(t testing.TB, job string) service.JobStats {
@@ -802,6 +828,160 @@ func TestPullFlagsAfterManyFailuresAndKeepsTrying(t *testing.T) {
 	})
 }
 
+// TestPullRefusesAFileThatIsNoPDF: a pulled file that is not a readable
+// PDF (here the five bytes "%PDF-", which once passed) is not stored; the
+// order keeps waiting for its file, gets an event saying why, the refusal
+// is counted, and the pull is tried again later (docs/decisions.md §37).
+func TestPullRefusesAFileThatIsNoPDF(t *testing.T) {
+	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
+		b := newBank(t)
+		b.set("fakepdf", 0)
+		g := newGateway(t, store, b, gwOptions{})
+		nos := seed(t, store, b, "FP", 1, model.StatusIssued, func(_ int, o *model.Order) {
+			o.GuaranteeNo, o.FilePending = sql.NullString{String: "BH-FP", Valid: true}, true
+		})
+		before := time.Now().UTC()
+		if st := g.run(t, service.JobPullFiles); st.Claimed != 1 || st.Failed != 1 {
+			t.Errorf("stats %+v, want the pull failed", st)
+		}
+		if _, err := store.File(nos[0]); !errors.Is(err, model.ErrNotFound) {
+			t.Errorf("a file that is no PDF was stored: %v", err)
+		}
+		o := order(t, store, nos[0])
+		if !o.FilePending || o.CheckAttempts != 1 || !within(o.NextCheckAt, before.Add(time.Minute), time.Now().UTC().Add(time.Minute)) {
+			t.Errorf("order after the refused file: pending %v attempts %d next %v", o.FilePending, o.CheckAttempts, o.NextCheckAt)
+		}
+		evs, err := store.Events(nos[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != 1 || evs[0].Name != "file_refused" || !strings.Contains(evs[0].Detail, "not a PDF") {
+			t.Errorf("events %+v, want one file_refused saying it is not a PDF", evs)
+		}
+		if n := g.metric(t, `gateway_files_refused_total{institution="BANK01",source="pull"}`); n != 1 {
+			t.Errorf("gateway_files_refused_total = %v, want 1", n)
+		}
+		// The institution sends a real letter: it is stored.
+		b.set("ok", 0)
+		makeDue(t, store, nos)
+		if st := g.run(t, service.JobPullFiles); st.Done != 1 {
+			t.Errorf("stats %+v, want the pull done", st)
+		}
+		if f, err := store.File(nos[0]); err != nil || !bytes.Equal(f.Content, testPDF) {
+			t.Errorf("file after a good pull: %v", err)
+		}
+	})
+}
+
+// TestURLOffOriginIsNotCalled: the URLs of an apply answer off the
+// institution's origins (another port of the same host) are kept but
+// never called, by the poll job, the pull job or the API: the order is
+// flagged url_refused with one event, each refusal counted, and the job
+// backs off as after a failure. Once the origin is listed in url_origins
+// the calls are made and the flag goes (docs/decisions.md §39).
+func TestURLOffOriginIsNotCalled(t *testing.T) {
+	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
+		b := newBank(t)
+		other := newBank(t) // same host, another port: another origin
+		b.elsewhere = other.srv.URL
+		g := newGateway(t, store, b, gwOptions{})
+
+		// At the apply's answer: processing, URLs kept, flagged at once.
+		nos := seed(t, store, b, "UO", 1, model.StatusApplying, func(_ int, o *model.Order) {
+			o.QueryURL, o.PullURL, o.ContinueURL = "", "", ""
+		})
+		if st := g.run(t, service.JobRecoverApplying); st.Done != 1 {
+			t.Fatalf("re-send: %+v", st)
+		}
+		o := order(t, store, nos[0])
+		if o.Status != model.StatusProcessing || o.QueryURL != other.srv.URL+"/query" || o.Flag != model.FlagURLRefused {
+			t.Errorf("after the apply answer: %s queryurl %q flag %q; want processing, flagged url_refused", o.Status, o.QueryURL, o.Flag)
+		}
+		urlEvents := func() []model.Event {
+			t.Helper()
+			evs, err := store.Events(nos[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []model.Event
+			for _, e := range evs {
+				if e.Name == "url_refused" {
+					out = append(out, e)
+				}
+			}
+			return out
+		}
+		if evs := urlEvents(); len(evs) != 1 || !strings.Contains(evs[0].Detail, "queryurl origin "+other.srv.URL) ||
+			!strings.Contains(evs[0].Detail, "pullurl") {
+			t.Errorf("url_refused events %+v, want one naming queryurl and pullurl and the origin", evs)
+		}
+		if n := g.metric(t, `gateway_urls_refused_total{institution="BANK01",url="queryurl"}`); n != 1 {
+			t.Errorf("queryurl refusals counted %v, want 1", n)
+		}
+
+		// Before each call: the poll job makes none, backs off, and does
+		// not repeat the event.
+		for round := range 2 {
+			makeDue(t, store, nos)
+			before := time.Now().UTC()
+			if st := g.run(t, service.JobPollPending); st.Claimed != 1 || st.Failed != 1 {
+				t.Errorf("poll round %d: %+v, want one failed row", round, st)
+			}
+			o := order(t, store, nos[0])
+			if o.Flag != model.FlagURLRefused || !within(o.NextCheckAt, before.Add(time.Hour), time.Now().UTC().Add(time.Hour)) {
+				t.Errorf("poll round %d: flag %q next %v", round, o.Flag, o.NextCheckAt)
+			}
+		}
+		if n := other.total("query"); n != 0 {
+			t.Errorf("the other origin was queried %d times", n)
+		}
+		if calls, err := store.Calls(nos[0]); err != nil || len(calls) != 1 || calls[0].Endpoint != "apply" {
+			t.Errorf("recorded calls %+v (%v); want the apply alone: a refused URL is never attempted", calls, err)
+		}
+		if evs := urlEvents(); len(evs) != 1 {
+			t.Errorf("%d url_refused events after the polls, want still 1", len(evs))
+		}
+		if n := g.metric(t, `gateway_urls_refused_total{institution="BANK01",url="queryurl"}`); n != 3 {
+			t.Errorf("queryurl refusals counted %v, want 3", n)
+		}
+		// The API's refresh is refused too, with the reason.
+		if _, err := g.svc.Refresh(context.Background(), nos[0]); service.ErrorCode(err) != service.EConflict ||
+			!strings.Contains(err.Error(), "queryurl") {
+			t.Errorf("refresh: %v, want a conflict naming queryurl", err)
+		}
+
+		// Issued by a callback meanwhile: the pull job does not call the
+		// pullurl either, and never escalates to pull_failed, which would
+		// hide why.
+		if _, err := store.UpdateOrder(nos[0], model.OrderChange{}.GuaranteeNo("BH-UO").FilePending(true).Attempts(20),
+			model.OrderGuard{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.MoveOrder(nos[0], []model.Status{model.StatusProcessing}, model.StatusIssued, model.OrderChange{}); err != nil {
+			t.Fatal(err)
+		}
+		makeDue(t, store, nos)
+		if st := g.run(t, service.JobPullFiles); st.Failed != 1 {
+			t.Errorf("pull: %+v", st)
+		}
+		if o := order(t, store, nos[0]); o.Flag != model.FlagURLRefused || other.total("pull") != 0 {
+			t.Errorf("pull: flag %q, pulls at the other origin %d", o.Flag, other.total("pull"))
+		}
+
+		// The operator lists the origin: the next pull is made and clears the flag.
+		g2 := newGateway(t, store, b, gwOptions{owner: "gw-b", configure: func(c *config.Config) {
+			c.Institutions[0].URLOrigins = []string{other.srv.URL}
+		}})
+		makeDue(t, store, nos)
+		if st := g2.run(t, service.JobPullFiles); st.Done != 1 || other.total("pull") != 1 {
+			t.Errorf("pull with the origin listed: %+v, pulls %d", st, other.total("pull"))
+		}
+		if o := order(t, store, nos[0]); o.Flag != model.FlagNone || o.FilePending {
+			t.Errorf("after a good pull: flag %q pending %v", o.Flag, o.FilePending)
+		}
+	})
+}
+
 func TestRecoverApplying(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
 		tests := []struct {
@@ -943,6 +1123,9 @@ func TestReconcile(t *testing.T) {
 			{model.StatusFailed, "", false, []pay{{"1", "50.00"}, {"2", "50.00"}}, ""},
 			{model.StatusProcessing, "", false, []pay{{"1", "50.00"}}, ""},
 			{model.StatusProcessing, "", true, []pay{{"1", "50.00"}}, service.FindingPaidNotIssued},
+			// Stored before refunds above the payments were refused.
+			{model.StatusSurrendered, "200.00", false, []pay{{"1", "200.00"}, {"2", "99999.00"}}, service.FindingRefundExceedsPaid},
+			{model.StatusFailed, "", false, []pay{{"2", "0.01"}}, service.FindingRefundExceedsPaid},
 		}
 		nos := seed(t, store, b, "C", len(cases), model.StatusApplying, func(i int, o *model.Order) {
 			c := cases[i]

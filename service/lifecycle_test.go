@@ -36,6 +36,7 @@ func (f fakeClient) Apply(context.Context, wire.ApplyRequest) (wire.ApplyResult,
 }
 func (f fakeClient) Cancel(context.Context, string, string, string) error { return nil }
 func (f fakeClient) BreakerState() string                                 { return "closed" }
+func (f fakeClient) CheckURL(string, string) error                        { return nil }
 
 // lifecycleFixture is a service over a real store with one institution.
 type lifecycleFixture struct {

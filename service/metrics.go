@@ -23,6 +23,7 @@ type PrometheusMetrics struct {
 	jobRuns   *prometheus.CounterVec
 	jobDur    *prometheus.HistogramVec
 	batches   *prometheus.HistogramVec
+	guard     *guardMetrics
 }
 
 // NewPrometheusMetrics registers the gateway's metrics and the Go runtime
@@ -52,6 +53,7 @@ func NewPrometheusMetrics() *PrometheusMetrics {
 	}
 	m.reg.MustRegister(m.callbacks, m.cbLatency, m.calls, m.callLat, m.jobRuns, m.jobDur, m.batches,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.guard = newGuardMetrics(m.reg)
 	return m
 }
 
@@ -84,7 +86,7 @@ func (m *PrometheusMetrics) JobRun(job, result string, d time.Duration) {
 func (m *PrometheusMetrics) Watch(s *Service) {
 	m.reg.MustRegister(&stateCollector{s: s,
 		orders: prometheus.NewDesc("gateway_orders", "Orders by status.", []string{"status"}, nil),
-		flagged: prometheus.NewDesc("gateway_orders_flagged", "Orders flagged for operators (stale, apply_unconfirmed, pull_failed).",
+		flagged: prometheus.NewDesc("gateway_orders_flagged", "Orders flagged for operators (stale, apply_unconfirmed, pull_failed, url_refused).",
 			[]string{"flag"}, nil),
 		deliveries: prometheus.NewDesc("gateway_deliveries", "Project-state deliveries by status.", []string{"status"}, nil),
 		up:         prometheus.NewDesc("gateway_database_up", "1 when the last scrape could read the database.", nil, nil)})

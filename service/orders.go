@@ -21,8 +21,22 @@ import (
 	"github.com/procurement/gateway/wire"
 )
 
-// View returns the order as stored. Returns ENotFound, EUnavailable.
+// checkOrderNo refuses an orderno of the API that is not of its form
+// (wire.CheckAPIOrderNo): EInvalid naming orderno, rather than a lookup of
+// a string that no order can have.
+func checkOrderNo(orderNo string) error {
+	if fe := wire.CheckAPIOrderNo("orderno", orderNo); fe != nil {
+		return invalid(fe)
+	}
+	return nil
+}
+
+// View returns the order as stored. Returns EInvalid (orderno), ENotFound,
+// EUnavailable.
 func (s *Service) View(ctx context.Context, orderNo string) (*OrderView, error) {
+	if err := checkOrderNo(orderNo); err != nil {
+		return nil, err
+	}
 	o, err := s.store.With(ctx).Order(orderNo)
 	if err != nil {
 		return nil, storeErr("order "+orderNo, err)
@@ -106,8 +120,12 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*OrderPage, error) {
 }
 
 // Refresh asks the order's queryurl now and applies the answer, as the poll
-// job does. Returns ENotFound, EConflict (no queryurl yet), EUpstream, EUnavailable.
+// job does. Returns EInvalid (orderno), ENotFound, EConflict (no queryurl
+// yet, or one off the institution's origins), EUpstream, EUnavailable.
 func (s *Service) Refresh(ctx context.Context, orderNo string) (*OrderView, error) {
+	if err := checkOrderNo(orderNo); err != nil {
+		return nil, err
+	}
 	o, err := s.store.With(ctx).Order(orderNo)
 	if err != nil {
 		return nil, storeErr("order "+orderNo, err)
@@ -125,6 +143,9 @@ func (s *Service) Refresh(ctx context.Context, orderNo string) (*OrderView, erro
 // query calls queryurl and applies the answer in one transaction.
 func (s *Service) query(ctx context.Context, inst *Institution, o *model.Order) error {
 	res, err := inst.Client.Query(ctx, o.QueryURL, o.OrderNo)
+	if client.KindOf(err) == client.KindURLRefused {
+		return s.urlRefused(ctx, inst, o, "queryurl", err)
+	}
 	if err != nil {
 		return upstream(inst, err)
 	}
@@ -137,7 +158,11 @@ func (s *Service) query(ctx context.Context, inst *Institution, o *model.Order) 
 		if err != nil {
 			return err
 		}
-		_, err = s.applyProgress(tx, cur, p)
+		if _, err = s.applyProgress(tx, cur, p); err != nil || cur.Flag != model.FlagURLRefused {
+			return err
+		}
+		// Its queryurl was called after all (its origin since allowed).
+		_, err = tx.UpdateOrder(o.OrderNo, model.OrderChange{}.Flag(model.FlagNone), model.OrderGuard{})
 		return err
 	})
 	var ce *callbackErr
@@ -156,6 +181,9 @@ func (s *Service) query(ctx context.Context, inst *Institution, o *model.Order) 
 // upstream maps an institution's failure for the API.
 func upstream(inst *Institution, err error) error {
 	var ce *client.Error
+	if errors.As(err, &ce) && ce.Kind == client.KindURLRefused {
+		return &Error{Code: EConflict, Message: fmt.Sprintf("%s: %s; not called", inst.OrgCode, callCause(err)), Err: err}
+	}
 	if errors.As(err, &ce) && ce.Kind == client.KindRefused {
 		return &Error{Code: EUpstream, Message: fmt.Sprintf("%s answered errcode %s: %s", inst.OrgCode, ce.Errcode, ce.Msg), Err: err}
 	}
@@ -168,9 +196,13 @@ func upstream(inst *Institution, err error) error {
 
 // Cancel asks the institution's cancelurl to cancel an issued guarantee
 // (baohanno = bhno). stat 1 → cancelling; the release callback ends it.
-// Returns ENotFound, EConflict (not issued, no cancelurl or bhno), EUpstream
-// (stat 0 or no answer: status unchanged), EUnavailable.
+// Returns EInvalid (orderno), ENotFound, EConflict (not issued, no cancelurl
+// or bhno, or a cancelurl off the institution's origins), EUpstream (stat 0
+// or no answer: status unchanged), EUnavailable.
 func (s *Service) Cancel(ctx context.Context, orderNo string) (*OrderView, error) {
+	if err := checkOrderNo(orderNo); err != nil {
+		return nil, err
+	}
 	o, err := s.store.With(ctx).Order(orderNo)
 	if err != nil {
 		return nil, storeErr("order "+orderNo, err)
@@ -190,12 +222,20 @@ func (s *Service) Cancel(ctx context.Context, orderNo string) (*OrderView, error
 	// Once sent, what the institution answers is recorded even if the
 	// bidding module stops waiting; the call is bounded by its timeout.
 	ctx = context.WithoutCancel(ctx)
-	if err := inst.Client.Cancel(ctx, o.CancelURL, o.OrderNo, o.GuaranteeNo.String); err != nil {
+	err = inst.Client.Cancel(ctx, o.CancelURL, o.OrderNo, o.GuaranteeNo.String)
+	if client.KindOf(err) == client.KindURLRefused {
+		return nil, s.urlRefused(ctx, inst, o, "cancelurl", err)
+	}
+	if err != nil {
 		return nil, upstream(inst, err)
+	}
+	change := model.OrderChange{}.NotDue()
+	if o.Flag == model.FlagURLRefused {
+		change = change.Flag(model.FlagNone) // its cancelurl was called after all
 	}
 	err = s.store.InTx(ctx, func(tx model.Queries) error {
 		to := model.StatusCancelling
-		moved, err := tx.MoveOrder(orderNo, movesFrom(evCancelAccepted, to), to, model.OrderChange{}.NotDue())
+		moved, err := tx.MoveOrder(orderNo, movesFrom(evCancelAccepted, to), to, change)
 		if err != nil || !moved {
 			return err
 		}
@@ -210,8 +250,13 @@ func (s *Service) Cancel(ctx context.Context, orderNo string) (*OrderView, error
 
 // File returns the guarantee PDF. Not yet stored but issued with a bhno and
 // a pullurl: pulled now, checked to be a PDF, stored with its sha256.
-// Returns ENotFound, EConflict (not issued, or no bhno yet), EUpstream, EUnavailable.
+// Returns EInvalid (orderno), ENotFound, EConflict (not issued, no bhno
+// yet, or a pullurl off the institution's origins), EUpstream (the
+// institution failed, or sent no readable PDF), EUnavailable.
 func (s *Service) File(ctx context.Context, orderNo string) (*model.GuaranteeFile, error) {
+	if err := checkOrderNo(orderNo); err != nil {
+		return nil, err
+	}
 	f, err := s.store.With(ctx).File(orderNo)
 	if err == nil {
 		return f, nil
@@ -245,9 +290,23 @@ func issuedOrLater(st model.Status) bool {
 }
 
 // pull fetches the PDF through pullurl and stores it once.
+//
+// A file that is not a readable PDF is not stored: it is counted, the
+// order gets an event, and the pull is tried again on the job's back-off
+// (docs/decisions.md §37).
 func (s *Service) pull(ctx context.Context, inst *Institution, o *model.Order) error {
 	res, err := inst.Client.Pull(ctx, o.PullURL, o.OrderNo, o.GuaranteeNo.String)
-	if err != nil {
+	switch {
+	case client.KindOf(err) == client.KindURLRefused:
+		return s.urlRefused(ctx, inst, o, "pullurl", err)
+	case errors.Is(err, wire.ErrNotPDF):
+		s.metrics.FileRefused(inst.OrgCode, "pull")
+		if eerr := s.store.With(context.WithoutCancel(ctx)).AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote,
+			Name: "file_refused", Detail: truncate("pulled file not stored: "+callCause(err)+"; pulled again later", 512)}); eerr != nil {
+			s.logger(ctx).WithError(eerr).WithField("orderno", o.OrderNo).Error("file_refused event not stored")
+		}
+		return upstream(inst, err)
+	case err != nil:
 		return upstream(inst, err)
 	}
 	err = s.store.InTx(ctx, func(tx model.Queries) error {
@@ -279,21 +338,25 @@ type Verification struct {
 	OrgCode     string       `json:"orgcode,omitempty"`
 	Status      model.Status `json:"status,omitempty"`
 	// Valid: the guarantee still stands (issued, or cancelling and not yet
-	// cancelled or surrendered).
+	// cancelled or surrendered), and the file is a readable PDF.
 	Valid bool `json:"valid"`
+	// Note says why a file that matches is not valid, when it is not.
+	Note string `json:"note,omitempty"`
 }
 
 var sha256Hex = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 
 // Verify (验真) tells whether a file is a guarantee we received, by its
-// sha256, and whether it still stands. body is the PDF itself or
+// sha256, and whether it still stands and is a readable PDF. body is the PDF itself or
 // {"sha256": "..."}. Returns EInvalid, EUnavailable.
 func (s *Service) Verify(ctx context.Context, body []byte) (*Verification, error) {
 	var sum string
+	var file []byte // the bytes of the file, once read
 	switch {
 	case wire.IsPDF(body):
 		h := sha256.Sum256(body)
 		sum = hex.EncodeToString(h[:])
+		file = body // the stored file's bytes, should it match: same digest
 	default:
 		var req struct {
 			Sha256 string `json:"sha256"`
@@ -319,6 +382,21 @@ func (s *Service) Verify(ctx context.Context, body []byte) (*Verification, error
 			break
 		}
 	}
+	if v.Valid {
+		// A file is a guarantee only if it is a document: one stored
+		// before files were checked may be a few bytes that merely start
+		// like a PDF (docs/decisions.md §37).
+		if file == nil {
+			f, err := s.store.With(ctx).File(v.OrderNo)
+			if err != nil {
+				return nil, storeErr("verify", err)
+			}
+			file = f.Content
+		}
+		if err := wire.CheckPDF(file); err != nil {
+			v.Valid, v.Note = false, truncate("the stored file is not a readable PDF: "+err.Error(), 256)
+		}
+	}
 	return v, nil
 }
 
@@ -329,8 +407,11 @@ func hexLower(s string) string {
 
 // Events returns everything that happened to an order, oldest first: its
 // status changes and notes, every callback about it, every call made for it.
-// Returns ENotFound, EUnavailable.
+// Returns EInvalid (orderno), ENotFound, EUnavailable.
 func (s *Service) Events(ctx context.Context, orderNo string) ([]EventView, error) {
+	if err := checkOrderNo(orderNo); err != nil {
+		return nil, err
+	}
 	st := s.store.With(ctx)
 	if _, err := st.Order(orderNo); err != nil {
 		return nil, storeErr("order "+orderNo, err)

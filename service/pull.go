@@ -7,6 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/procurement/gateway/client"
 	"github.com/procurement/gateway/model"
 )
 
@@ -16,7 +17,7 @@ const pullFlagAfter = 10
 
 // pullFiles fetches the PDFs of issued orders whose file is not stored yet,
 // through pullurl with baohanno = bhno; the client checks that the answer is
-// a PDF and pull stores it once with its sha256.
+// a readable PDF and pull stores it once with its sha256.
 func (j *Scheduler) pullFiles(ctx context.Context) (JobStats, error) {
 	return run(ctx, j, j.orders(JobPullFiles, model.QueuePull), whole(j.pullOne))
 }
@@ -51,9 +52,12 @@ func (j *Scheduler) pullOne(ctx context.Context, c claimedOrder) rowResult {
 	}
 	attempts := o.CheckAttempts + 1
 	wait := backoff(s.set.PollBackoff, attempts)
-	flagNow := attempts >= pullFlagAfter && o.Flag != model.FlagPullFailed
+	// A pullurl off the institution's origins is flagged url_refused
+	// already: pull_failed would hide why it is never called.
+	escalate := attempts >= pullFlagAfter && client.KindOf(err) != client.KindURLRefused
+	flagNow := escalate && o.Flag != model.FlagPullFailed
 	change := model.OrderChange{}.Attempts(attempts).FreeLease()
-	if attempts >= pullFlagAfter {
+	if escalate {
 		change = change.Flag(model.FlagPullFailed)
 		wait = max(wait, time.Hour)
 	}

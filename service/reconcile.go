@@ -23,6 +23,10 @@ const (
 	FindingRefundWhileIssued = "refund_while_issued"
 	// FindingPremiumMismatch: bhcost differs from the sum of the pays.
 	FindingPremiumMismatch = "premium_mismatch"
+	// FindingRefundExceedsPaid: the refunds of an order add up to more
+	// than its payments; stored before such refunds were refused
+	// (docs/decisions.md §36).
+	FindingRefundExceedsPaid = "refund_exceeds_paid"
 )
 
 // reconcilePage is how many orders the reconciliation reads at a time.
@@ -148,6 +152,10 @@ func findingsOf(o *model.Order, pays []model.Payment, now time.Time) []model.Fin
 	}
 	if o.Status == model.StatusIssued && t.Refunds > 0 {
 		add(FindingRefundWhileIssued, "refunded %s while the order is still issued", t.Refunded.StringFixed(2))
+	}
+	if t.Refunded.GreaterThan(t.Paid) {
+		add(FindingRefundExceedsPaid, "refunded %s in %d refund record(s) but paid only %s in %d pay record(s)",
+			t.Refunded.StringFixed(2), t.Refunds, t.Paid.StringFixed(2), t.Pays)
 	}
 	if !issued && t.Pays > 0 && t.Paid.GreaterThan(t.Refunded) {
 		// Paying before issuance is the normal flow; it is a finding only

@@ -97,6 +97,9 @@ type InstitutionClient interface {
 	Query(ctx context.Context, queryURL, orderNo string) (wire.QueryResult, error)
 	Pull(ctx context.Context, pullURL, orderNo, guaranteeNo string) (wire.PullResult, error)
 	Cancel(ctx context.Context, cancelURL, orderNo, guaranteeNo string) error
+	// CheckURL refuses (client.KindURLRefused) a URL that is not on the
+	// institution's origins; the calls check it themselves too.
+	CheckURL(endpoint, url string) error
 	BreakerState() string
 }
 
@@ -169,6 +172,12 @@ type Settings struct {
 	// CallbackBatch: at most this many concurrent callbacks of a kind in
 	// one transaction (batch.go); 1 takes each in its own.
 	CallbackBatch int
+	// StrangerAuditRate: audit rows per second, at most, of the callbacks
+	// refused from their headers (admission.go); 0 audits none.
+	StrangerAuditRate float64
+	// BodyBytesInFlight: the memory budget of request bodies (budget.go);
+	// 0 leaves them unbounded.
+	BodyBytesInFlight int64
 }
 
 // SettingsFrom takes the service's settings from a configuration.
@@ -176,7 +185,8 @@ func SettingsFrom(cfg *config.Config) Settings {
 	j := cfg.Jobs
 	return Settings{Instance: cfg.Server.Instance, PollBackoff: j.PollBackoff, RedeliveryBackoff: j.RedeliveryBackoff,
 		ApplyBackoff: j.ApplyBackoff, MaxApplyAttempts: j.MaxApplyAttempts, StaleAfterOpening: j.StaleAfterOpening,
-		BatchSize: j.BatchSize, Concurrency: j.Concurrency, Lease: j.Lease, CallbackBatch: cfg.Server.CallbackBatch}
+		BatchSize: j.BatchSize, Concurrency: j.Concurrency, Lease: j.Lease, CallbackBatch: cfg.Server.CallbackBatch,
+		StrangerAuditRate: cfg.Server.StrangerAuditRate, BodyBytesInFlight: cfg.Server.BodyBytesInFlight}
 }
 
 // rawAuditLimit: a callback body larger than this is audited as its sha256
@@ -191,8 +201,10 @@ type Service struct {
 	metrics Metrics
 	set     Settings
 	now     func() time.Time
-	pays    *batcher // group commit of paystates (batch.go); nil: one by one
-	notices *batcher // and of applynotify callbacks
+	pays    *batcher    // group commit of paystates (batch.go); nil: one by one
+	notices *batcher    // and of applynotify callbacks
+	door    *doorAudit  // the bounded audit of refusals at the door (admission.go)
+	bodies  *bodyBudget // the memory budget of request bodies (budget.go); nil: none
 }
 
 // New builds the service. metrics may be nil.
@@ -206,6 +218,8 @@ func New(store Store, insts *Registry, set Settings, log logrus.FieldLogger, met
 		s.pays = newBatcher(batchLeaders, set.CallbackBatch, s.payBatch)
 		s.notices = newBatcher(batchLeaders, set.CallbackBatch, s.noticeBatch)
 	}
+	s.door = newDoorAudit(set.StrangerAuditRate)
+	s.bodies = newBodyBudget(set.BodyBytesInFlight)
 	return s
 }
 
@@ -221,6 +235,11 @@ type Metrics interface {
 	CallbackBatch(kind, result string, n int)
 	Call(org, endpoint, result string, d time.Duration)
 	JobRun(job, result string, d time.Duration)
+	// What was refused to keep the gateway safe (metrics_guard.go).
+	CallbackUnaudited(kind string)
+	FileRefused(org, source string)
+	URLRefused(org, url string)
+	BodyBudget(route string, refused bool, held int64)
 }
 
 type nopMetrics struct{}
@@ -229,6 +248,10 @@ func (nopMetrics) Callback(string, string, string, string, time.Duration) {}
 func (nopMetrics) CallbackBatch(string, string, int)                      {}
 func (nopMetrics) Call(string, string, string, time.Duration)             {}
 func (nopMetrics) JobRun(string, string, time.Duration)                   {}
+func (nopMetrics) CallbackUnaudited(string)                               {}
+func (nopMetrics) FileRefused(string, string)                             {}
+func (nopMetrics) URLRefused(string, string)                              {}
+func (nopMetrics) BodyBudget(string, bool, int64)                         {}
 
 // backoff returns the wait before attempt n (1-based); the last step
 // repeats. Every list comes from the configuration, which refuses an

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"net/url"
+
 	"github.com/procurement/gateway/model"
 	"github.com/procurement/gateway/wire"
 )
@@ -51,7 +53,7 @@ func viewOf(o *model.Order, f *model.GuaranteeFile) *OrderView {
 		ApplicantName: o.ApplicantName, ApplicantCode: o.ApplicantCode, DepositAmount: wire.Amount{Decimal: o.DepositAmount},
 		ProjectName: o.ProjectName, ProjectCode: o.ProjectCode, LotName: o.LotName, LotCode: o.LotCode,
 		OpeningAt: wire.Millis{Time: o.OpeningAt}, DeadlineAt: wire.Millis{Time: o.DeadlineAt},
-		ContinueURL: o.ContinueURL, IssuerName: o.IssuerName, IssuerAddress: o.IssuerAddress, IssuerPhone: o.IssuerPhone,
+		ContinueURL: httpURL(o.ContinueURL), IssuerName: o.IssuerName, IssuerAddress: o.IssuerAddress, IssuerPhone: o.IssuerPhone,
 		Remark: o.Remark, PaidAmount: wire.Amount{Decimal: o.PaidAmount}, RefundedAmount: wire.Amount{Decimal: o.RefundedAmount},
 		Cancellable: o.Status == model.StatusIssued && o.CancelURL != "" && o.GuaranteeNo.String != "",
 		CreatedAt:   wire.Millis{Time: o.CreatedAt}, UpdatedAt: wire.Millis{Time: o.UpdatedAt},
@@ -69,6 +71,19 @@ func viewOf(o *model.Order, f *model.GuaranteeFile) *OrderView {
 		v.File = FileView{Stored: true, Size: f.Size, Sha256: f.Sha256}
 	}
 	return v
+}
+
+// httpURL returns u when it is an absolute http(s) URL, else "":
+// continueurl is where the bidding module sends the bidder's browser, and
+// whatever else a row holds (javascript:, data:) must not get there
+// (docs/decisions.md §39). The apply answer is checked as it arrives
+// (checkURLs); this holds for rows stored by any other way.
+func httpURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return ""
+	}
+	return u
 }
 
 // EventView is one line of an order's history, from whichever record. At

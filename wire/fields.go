@@ -13,7 +13,7 @@ import (
 // broken rule is kept, so the answer names one field, the first in the
 // interface's order.
 type reader struct {
-	m   map[string]json.RawMessage
+	m   map[string]inPlace // slices of the plaintext: a bhfile is not copied out
 	err *FieldError
 }
 
@@ -21,7 +21,7 @@ func newReader(plain []byte) (*reader, *FieldError) {
 	if !utf8.Valid(plain) {
 		return nil, fieldErr("body", "not valid UTF-8")
 	}
-	var m map[string]json.RawMessage
+	var m map[string]inPlace
 	if err := json.Unmarshal(plain, &m); err != nil || m == nil {
 		return nil, fieldErr("body", "not a JSON object")
 	}
@@ -30,7 +30,7 @@ func newReader(plain []byte) (*reader, *FieldError) {
 
 // raw returns the field's value, nil when absent or null.
 func (r *reader) raw(name string) json.RawMessage {
-	v := bytes.TrimSpace(r.m[name])
+	v := bytes.TrimSpace(json.RawMessage(r.m[name]))
 	if len(v) == 0 || string(v) == "null" {
 		return nil
 	}

@@ -92,6 +92,11 @@ func ParseApplyRequest(plain []byte, withOrgCode bool) (ApplyRequest, error) {
 		r.fail(fieldErr("bzjmoney", "must be positive"))
 	}
 	a.OrderNo = r.str("orderno", 32, !withOrgCode)
+	if withOrgCode && a.OrderNo != "" && r.err == nil {
+		if e := CheckAPIOrderNo("orderno", a.OrderNo); e != nil {
+			r.fail(e)
+		}
+	}
 	a.ProjectName = r.str("xmname", 256, true)
 	a.ProjectCode = r.str("xmcode", 128, true)
 	a.LotName = r.str("bdname", 256, true)
@@ -282,7 +287,8 @@ func (n ApplyNotify) MarshalJSON() ([]byte, error) {
 
 // ParseApplyNotify validates an applynotify callback. The state is read from
 // "staus" (sic), or "status" when staus is absent; bhno is required when the
-// state is 1, and a bhfile that is present must decode to a PDF.
+// state is 1, and a bhfile that is present must decode to a readable PDF
+// (CheckPDF).
 func ParseApplyNotify(plain []byte) (ApplyNotify, error) {
 	r, e := newReader(plain)
 	if e != nil {
@@ -332,7 +338,8 @@ func (p PullResult) MarshalJSON() ([]byte, error) {
 	}{p.Name, base64.StdEncoding.EncodeToString(p.File), p.Remark})
 }
 
-// ParsePullResult reads a pullurl answer; file is required and must be a PDF.
+// ParsePullResult reads a pullurl answer; file is required and must be a
+// readable PDF (CheckPDF).
 func ParsePullResult(plain []byte) (PullResult, error) {
 	r, e := newReader(plain)
 	if e != nil {
@@ -468,12 +475,6 @@ func ParseRelease(plain []byte) (Release, error) {
 	return rel, r.done()
 }
 
-// pdfMagic starts every PDF file.
-var pdfMagic = []byte("%PDF-")
-
-// IsPDF reports whether b starts like a PDF file.
-func IsPDF(b []byte) bool { return bytes.HasPrefix(b, pdfMagic) }
-
 // pdf reads a base64 PDF; nil when absent.
 func (r *reader) pdf(name string) []byte {
 	if r.err != nil {
@@ -508,8 +509,10 @@ func (r *reader) pdf(name string) []byte {
 		return nil
 	}
 	b = b[:n]
-	if !IsPDF(b) {
-		r.fail(fieldErr(name, "not a PDF"))
+	if err := CheckPDF(b); err != nil {
+		fe := fieldErr(name, "%v", err)
+		fe.cause = err
+		r.fail(fe)
 		return nil
 	}
 	return b

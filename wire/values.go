@@ -29,6 +29,26 @@ var (
 	ratePattern  = regexp.MustCompile(`^[0-9]{1,12}(\.[0-9]{1,6})?$`)
 )
 
+// MaxMoney is the most DECIMAL(18,2) holds. Every amount matches
+// moneyPattern and so stays within it; a sum of amounts the gateway stores
+// (an order's paid and refunded amounts) must be checked against it.
+var MaxMoney = decimal.RequireFromString("9999999999999999.99")
+
+// apiOrderNo is the form of an orderno the bidding module gives the
+// gateway (docs/decisions.md §38): it travels in URL paths and in the
+// Content-Disposition of the PDF, where anything else would need escaping
+// or could break the header. The interface's string(32) still bounds it.
+var apiOrderNo = regexp.MustCompile(`^[0-9A-Za-z._-]{1,50}$`)
+
+// CheckAPIOrderNo refuses an orderno of the bidding module that is not 1
+// to 50 of 0-9, A-Z, a-z, '.', '_' and '-'.
+func CheckAPIOrderNo(field, s string) *FieldError {
+	if !apiOrderNo.MatchString(s) {
+		return fieldErr(field, "must be 1 to 50 of the characters 0-9 A-Z a-z . _ -")
+	}
+	return nil
+}
+
 // Amount is money on the wire: sent as a JSON number with exactly two
 // decimals (docs/decisions.md §5).
 type Amount struct{ decimal.Decimal }

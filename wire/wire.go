@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -41,8 +42,10 @@ type Response struct {
 var ErrEnvelope = errors.New("wire: body is not an envelope")
 
 // Ciphertext extracts the ciphertext from a received body. Tolerant, as
-// docs/decisions.md §1 asks: a JSON object with a string "data", a JSON string, or
-// the bare ciphertext text.
+// docs/decisions.md §1 asks: a JSON object with a string "data", a JSON
+// string, a form (data=…, as application/x-www-form-urlencoded), or the
+// bare ciphertext text. The body is never changed, and the ciphertext is
+// a slice of it wherever it can be.
 func Ciphertext(body []byte) ([]byte, error) {
 	b := bytes.TrimSpace(body)
 	if len(b) == 0 {
@@ -52,15 +55,15 @@ func Ciphertext(body []byte) ([]byte, error) {
 	case '{':
 		// data is taken raw and, as ciphertext (base64 or hex) has no
 		// escapes, used in place: an issuance notice is tens of MiB, and
-		// decoding it into a string and copying that again doubled the
+		// decoding it into a string, or copying it out, doubled the
 		// gateway's peak memory for nothing.
 		var env struct {
-			Data json.RawMessage `json:"data"`
+			Data inPlace `json:"data"`
 		}
 		if err := json.Unmarshal(b, &env); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrEnvelope, err)
 		}
-		return unquote(env.Data)
+		return unquote(json.RawMessage(env.Data))
 	case '"':
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
@@ -71,8 +74,54 @@ func Ciphertext(body []byte) ([]byte, error) {
 		}
 		return []byte(s), nil
 	default:
+		if v, ok := formValue(b, "data"); ok {
+			return formCiphertext(v)
+		}
 		return b, nil
 	}
+}
+
+// inPlace is a JSON value left where it lies in the document: encoding/json
+// hands an Unmarshaler the slice of the document it decodes, and a body
+// outlives its decoding and is never written to, so keeping that slice is
+// safe, and spares a copy of tens of MiB (TestCiphertextInPlace holds
+// encoding/json to it).
+type inPlace []byte
+
+func (v *inPlace) UnmarshalJSON(b []byte) error {
+	*v = b
+	return nil
+}
+
+// formValue finds the first field name=… of a form body
+// (application/x-www-form-urlencoded, which some Java clients send). Base64
+// and hex ciphertext contain no '&' and no '=' but their trailing padding,
+// so a bare ciphertext never looks like a form.
+func formValue(b []byte, name string) ([]byte, bool) {
+	for field := range bytes.SplitSeq(b, []byte("&")) {
+		if k, v, ok := bytes.Cut(field, []byte("=")); ok && string(k) == name {
+			return v, true
+		}
+	}
+	return nil, false
+}
+
+// formCiphertext decodes a form field's ciphertext: %XX escapes are
+// undone, but a '+' stays a '+', not the space of form encoding: a client
+// that sends base64 unescaped means its '+', and ciphertext never holds a
+// space.
+func formCiphertext(v []byte) ([]byte, error) {
+	if bytes.IndexByte(v, '%') >= 0 {
+		s, err := url.PathUnescape(string(v))
+		if err != nil {
+			return nil, fmt.Errorf("%w: form field data: %v", ErrEnvelope, err)
+		}
+		v = []byte(s)
+	}
+	if len(v) == 0 {
+		return nil, fmt.Errorf("%w: no data", ErrEnvelope)
+	}
+	return v, nil
 }
 
 // unquote returns the text of a JSON string value: a subslice when it is
@@ -125,9 +174,11 @@ func ResponseData(raw json.RawMessage) string {
 type FieldError struct {
 	Field  string
 	Reason string
+	cause  error // what broke the rule, when it has an error of its own (ErrNotPDF)
 }
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+func (e *FieldError) Unwrap() error { return e.cause }
 
 func fieldErr(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}

@@ -1,12 +1,18 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pdfcpu/pdfcpu/pkg/api"
+	"github.com/pdfcpu/pdfcpu/pkg/pdfcpu/model"
+
+	"github.com/procurement/gateway/wire/pdftest"
 )
 
 func TestCiphertext(t *testing.T) {
@@ -25,6 +31,12 @@ func TestCiphertext(t *testing.T) {
 		{"null data", `{"data":null}`, "", false},
 		{"number data", `{"data":12}`, "", false},
 		{"broken object", `{"data":"QUJD"`, "", false},
+		// application/x-www-form-urlencoded, as some Java clients post it.
+		{"form", "data=QUJD%2B%2F%3D%3D", "QUJD+/==", true},
+		{"form with base64 unescaped", "data=QUJD+/==", "QUJD+/==", true},
+		{"form among other fields", "appKey=k&data=QUJD&t=1", "QUJD", true},
+		{"form with an empty data", "data=", "", false},
+		{"form with a broken escape", "data=QUJD%2", "", false},
 	}
 	for _, tc := range tests {
 		got, err := Ciphertext([]byte(tc.body))
@@ -33,6 +45,70 @@ func TestCiphertext(t *testing.T) {
 		}
 		if err != nil && !errors.Is(err, ErrEnvelope) {
 			t.Errorf("%s: error %v does not wrap ErrEnvelope", tc.name, err)
+		}
+	}
+}
+
+// TestCiphertextInPlace: the ciphertext of an object envelope is a slice
+// of the body, not a copy (a notice is tens of MiB), and taking it leaves
+// the body as it was. It fails if encoding/json ever hands an Unmarshaler
+// a buffer of its own, which inPlace would then keep after it changed.
+func TestCiphertextInPlace(t *testing.T) {
+	body := []byte(`{"data":"` + strings.Repeat("QUJD", 1024) + `"}`)
+	orig := string(body)
+	ct, err := Ciphertext(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &ct[0] != &body[len(`{"data":"`)] {
+		t.Error("the ciphertext was copied out of the body")
+	}
+	if string(body) != orig || string(ct) != strings.Repeat("QUJD", 1024) {
+		t.Error("the body changed")
+	}
+	plain := []byte(`{"orderno":"A1","bhno":"BH1","staus":"2","bhrate":1,"bhcost":1,"sellername":"s","selleraddress":"a","sellerphone":"p"}`)
+	r, ferr := newReader(plain)
+	if ferr != nil {
+		t.Fatal(ferr)
+	}
+	if v := r.raw("orderno"); &v[0] != &plain[len(`{"orderno":`)] {
+		t.Error("a field's value was copied out of the plaintext")
+	}
+}
+
+func TestCheckPDF(t *testing.T) {
+	api.DisableConfigDir() // pdfcpu would write its configuration under $HOME
+	letter := pdftest.Letter("BH-1", 0, 1)
+	encrypted := func(user string) []byte {
+		var out bytes.Buffer
+		if err := api.Encrypt(bytes.NewReader(letter), &out, model.NewAESConfiguration(user, "owner-secret", 256)); err != nil {
+			t.Fatal(err)
+		}
+		return out.Bytes()
+	}
+	tests := []struct {
+		name string
+		pdf  []byte
+		ok   bool
+	}{
+		{"a letter", letter, true},
+		{"a letter of 1 MiB", pdftest.Letter("BH-1", 1<<20, 2), true},
+		{"encrypted, no user password (permissions only)", encrypted(""), true},
+		{"encrypted with a user password", encrypted("user-secret"), true},
+		{"the magic alone", []byte("%PDF-"), false},
+		{"a header and a comment", []byte("%PDF-1.4\n% the letter\n%%EOF\n"), false},
+		{"a catalog without pages", []byte("%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"), false},
+		{"a letter cut short", letter[:len(letter)/2], false},
+		{"a letter behind garbage", append([]byte("garbage "), letter...), false},
+		{"a PNG", []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"), false},
+	}
+	for _, tc := range tests {
+		err := CheckPDF(tc.pdf)
+		if tc.ok != (err == nil) {
+			t.Errorf("%s: %v, want ok=%v", tc.name, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrNotPDF) {
+			t.Errorf("%s: %v does not wrap ErrNotPDF", tc.name, err)
 		}
 	}
 }
@@ -85,8 +161,11 @@ func TestCheckLen(t *testing.T) {
 }
 
 func TestApplyNotifyFile(t *testing.T) {
-	pdf := []byte("%PDF-1.4 a/b?c>d" + strings.Repeat("x", 100))
+	pdf := pdftest.Letter("BH1", 600, 7)
 	b64 := base64.StdEncoding.EncodeToString(pdf)
+	if !strings.Contains(b64, "/") {
+		t.Fatal("the letter's base64 has no slash to escape")
+	}
 	base := `{"orderno":"A1","staus":"1","bhno":"BH1","bhrate":0.0015,"bhcost":200,"sellername":"s",
 		"selleraddress":"a","sellerphone":"p","bhcretime":1796103000000,"bhfile":%s}`
 	tests := []struct {
@@ -96,6 +175,7 @@ func TestApplyNotifyFile(t *testing.T) {
 		{"plain base64", `"` + b64 + `"`, true},
 		{"escaped slashes", `"` + strings.ReplaceAll(b64, "/", `\/`) + `"`, true},
 		{"not a PDF", `"` + base64.StdEncoding.EncodeToString([]byte("hello")) + `"`, false},
+		{"five bytes of magic", `"` + base64.StdEncoding.EncodeToString([]byte("%PDF-")) + `"`, false},
 		{"not base64", `"%%%%"`, false},
 		{"not a string", `123`, false},
 	}
@@ -113,5 +193,28 @@ func TestApplyNotifyFile(t *testing.T) {
 	n, err := ParseApplyNotify([]byte(`{"orderno":"A1","status":2,"bhrate":0,"bhcost":0,"sellername":"s","selleraddress":"a","sellerphone":"p"}`))
 	if err != nil || n.State != NotifyProcessing {
 		t.Errorf("status fallback: %+v %v", n, err)
+	}
+}
+
+func TestOrigin(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"https://bank.example/eg/query?x=1", "https://bank.example:443"},
+		{"HTTPS://Bank.Example.:443/p", "https://bank.example:443"},
+		{"http://bank.example", "http://bank.example:80"},
+		{"http://bank.example:8080/", "http://bank.example:8080"},
+		{"https://user:pass@bank.example/", "https://bank.example:443"},
+		{"http://[::1]:9000/q", "http://[::1]:9000"},
+		{"http://127.0.0.1:9/x", "http://127.0.0.1:9"},
+		{"ftp://bank.example/", ""},
+		{"/relative/path", ""},
+		{"https:///nohost", ""},
+		{"javascript:alert(1)", ""},
+		{"http://bank.example:port/", ""},
+	}
+	for _, tc := range tests {
+		got, err := Origin(tc.in)
+		if got != tc.want || (err == nil) != (tc.want != "") {
+			t.Errorf("Origin(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
 	}
 }
