@@ -560,3 +560,33 @@ func raceEnabled() bool {
 	}
 	return false
 }
+
+// TestNoticeBatchWithRealPDFs: issuance notices with small real letters,
+// arriving together, still share a transaction (group commit): the PDF
+// check runs when each notice is parsed, before its batch.
+func TestNoticeBatchWithRealPDFs(t *testing.T) {
+	handlertest.ForEachDriver(t, func(t *testing.T, driver string) {
+		f := start(t, driver)
+		const n = 24
+		var orders []string
+		var bodies [][]byte
+		for i := range n {
+			no := f.order(t, orgECB)
+			orders = append(orders, no)
+			bodies = append(bodies, envelope(t, f.Cipher(orgECB), notifyParams(no, wire.NotifyIssued, fmt.Sprintf("BH-GC-%d", i), pdfOf(2048, uint64(100+i)))))
+		}
+		for i, a := range postAtOnce(f.URL, "applynotify", f.specs[orgECB].AppKey, bodies) {
+			if a != "200/1/000000" {
+				t.Errorf("notice %d answered %s", i, a)
+			}
+		}
+		for _, no := range orders {
+			if o := mustOrder(t, f.Gateway, no); o.Status != model.StatusIssued || o.FilePending {
+				t.Errorf("%s: %s, file pending %v", no, o.Status, o.FilePending)
+			}
+		}
+		if got := scrape(t, f.URL)[`gateway_callback_batch_size_count{kind="applynotify",result="committed"}`]; got < 1 {
+			t.Errorf("%d notices at once made no batch (committed batches %v)", n, got)
+		}
+	})
+}
