@@ -94,11 +94,22 @@ func TestBodyMemory(t *testing.T) {
 	if _, err := os.Stat("/proc/self/status"); err != nil {
 		t.Skip("needs /proc (Linux) to read the process's peak memory")
 	}
-	_, dsn := modeltest.DSN(t, "sqlite", os.Getenv)
-	store := openStore(t, "sqlite", dsn)
+	for _, driver := range []string{"sqlite", "mysql"} {
+		t.Run(driver, func(t *testing.T) {
+			if driver == "mysql" && os.Getenv(modeltest.EnvDSN) == "" {
+				t.Skipf("MySQL tests skipped: %s is not set (CI sets it)", modeltest.EnvDSN)
+			}
+			bodyMemory(t, driver)
+		})
+	}
+}
+
+func bodyMemory(t *testing.T, driver string) {
+	_, dsn := modeltest.DSN(t, driver, os.Getenv)
+	store := openStore(t, driver, dsn)
 	orders := seedOrders(t, store, faultInst.OrgCode, "MEM", 1)
 	store.Close()
-	g := startGateway(t, setup{Driver: "sqlite", DSN: dsn, Institutions: []institution{faultInst}, Plain: true})
+	g := startGateway(t, setup{Driver: driver, DSN: dsn, Institutions: []institution{faultInst}, Plain: true})
 	pid := g.Pid()
 
 	const limit = 30 << 20 // server.notify_body_limit

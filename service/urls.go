@@ -55,5 +55,5 @@ func (s *Service) urlRefused(ctx context.Context, inst *Institution, o *model.Or
 		s.logger(ctx).WithFields(logrus.Fields{"orderno": o.OrderNo, "institution": inst.OrgCode, "reason": why}).
 			Warn("order flagged url_refused: an institution URL off its origins was not called")
 	}
-	return &Error{Code: EConflict, Field: "", Message: fmt.Sprintf("order %s: %s; it was not called", o.OrderNo, why), Err: err}
+	return &Error{Code: EConflict, Message: fmt.Sprintf("order %s: %s; it was not called", o.OrderNo, why), Err: err}
 }
