@@ -25,7 +25,7 @@ import (
 func (s *server) callback(kind string, limit int64) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		in := service.CallbackInput{Kind: kind, AppKey: c.GetHeader("appKey"), RemoteAddr: c.Request.RemoteAddr,
-			RequestID: requestID(c), Size: c.Request.ContentLength}
+			RequestID: requestIDOf(c), Size: c.Request.ContentLength}
 		in.Admission = s.Service.AdmitCallback(in.AppKey, in.RemoteAddr)
 		switch {
 		case !in.Admission.Admitted():
@@ -94,8 +94,8 @@ func (s *server) reply(c *gin.Context, r service.Reply, unread bool) {
 	c.JSON(r.HTTPStatus, r.Body)
 }
 
-// requestID is the request's id, set by the requestID middleware.
-func requestID(c *gin.Context) string {
+// requestIDOf is the request's id, set by the requestID middleware.
+func requestIDOf(c *gin.Context) string {
 	id, _ := c.Get("request_id")
 	s, _ := id.(string)
 	return s

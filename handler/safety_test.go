@@ -468,7 +468,7 @@ func TestApplyAnswerOffOrigin(t *testing.T) {
 		in := newStubInst(t, "BANK01", 0)
 		elsewhere := newStubInst(t, "BANK01", 0)
 		in.set(epApply, stubAnswer{Data: map[string]any{"continueurl": in.URL + "/continue", "queryurl": elsewhere.URL + "/order/query",
-			"pullurl": elsewhere.URL + "/order/pull"}})
+			"pullurl": elsewhere.URL + "/order/pull", "cancelurl": elsewhere.URL + "/order/cancel"}})
 		g := apiStart(t, driver, in)
 		st, b := apiApply(t, g, apiApplication("BANK01", "OO1", "QYOO", "XM-OO", "BD-OO"))
 		o := apiDecode[struct {
@@ -488,6 +488,19 @@ func TestApplyAnswerOffOrigin(t *testing.T) {
 		st, b = g.API(t, http.MethodGet, "/v1/guarantees?flag=url_refused", nil)
 		if !strings.Contains(string(apiWant(t, st, b, http.StatusOK)), `"orderno":"OO1"`) {
 			t.Errorf("the url_refused filter does not list OO1: %s", b)
+		}
+		// Issued with its letter, it cannot be cancelled through a
+		// cancelurl elsewhere either.
+		apiNotify(t, g, "BANK01", "OO1", "BH-OO1", stubPDF("oo1", 1024))
+		st, b = g.API(t, http.MethodPost, "/v1/guarantees/OO1/cancel", nil)
+		if e := apiWantError(t, st, b, http.StatusConflict, "conflict", ""); !strings.Contains(e.Error.Message, "cancelurl") {
+			t.Errorf("cancel refused with %q, want cancelurl named", e.Error.Message)
+		}
+		if n := elsewhere.calls(epCancel); n != 0 {
+			t.Errorf("the other origin's cancelurl was called %d times", n)
+		}
+		if o := apiGet(t, g, "OO1"); o.Status != "issued" {
+			t.Errorf("after the refused cancel the order is %s", o.Status)
 		}
 	})
 }
