@@ -132,7 +132,7 @@ func (s *Service) query(ctx context.Context, inst *Institution, o *model.Order) 
 	if res.Status != wire.NotifyIssued {
 		p.issuedAt = time.Time{}
 	}
-	err = s.store.InTx(ctx, func(tx model.Queries) error {
+	err = s.store.InTx(model.WithOp(ctx, "query"), func(tx model.Queries) error {
 		cur, err := tx.Order(o.OrderNo)
 		if err != nil {
 			return err
@@ -193,7 +193,7 @@ func (s *Service) Cancel(ctx context.Context, orderNo string) (*OrderView, error
 	if err := inst.Client.Cancel(ctx, o.CancelURL, o.OrderNo, o.GuaranteeNo.String); err != nil {
 		return nil, upstream(inst, err)
 	}
-	err = s.store.InTx(ctx, func(tx model.Queries) error {
+	err = s.store.InTx(model.WithOp(ctx, "cancel"), func(tx model.Queries) error {
 		to := model.StatusCancelling
 		moved, err := tx.MoveOrder(orderNo, movesFrom(evCancelAccepted, to), to, model.OrderChange{}.NotDue())
 		if err != nil || !moved {
@@ -250,7 +250,7 @@ func (s *Service) pull(ctx context.Context, inst *Institution, o *model.Order) e
 	if err != nil {
 		return upstream(inst, err)
 	}
-	err = s.store.InTx(ctx, func(tx model.Queries) error {
+	err = s.store.InTx(model.WithOp(ctx, "pull"), func(tx model.Queries) error {
 		err := tx.InsertFile(fileRow(o.OrderNo, o.GuaranteeNo.String, "pull", res.File))
 		if errors.Is(err, model.ErrDuplicate) {
 			err = nil // stored meanwhile by a callback or another pull
