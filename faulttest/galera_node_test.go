@@ -44,6 +44,26 @@ func TestClusterPartition(t *testing.T) {
 	}
 	var cbs []*callback
 
+	// A node set read-only reads but takes no write: not ready either.
+	ro, err := sql.Open("mysql", dsns[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if _, err := ro.Exec("SET GLOBAL read_only = 1"); err != nil {
+		t.Fatal(err)
+	}
+	readOnly := waitFor(5*time.Second, func() bool { s, _ := getStatus(gws[2].URL() + "/readyz"); return s == http.StatusServiceUnavailable })
+	if _, err := ro.Exec("SET GLOBAL read_only = 0"); err != nil {
+		t.Fatal(err)
+	}
+	if !readOnly {
+		t.Error("gateway 3 still ready 5s after its node was set read-only")
+	}
+	if !waitFor(5*time.Second, func() bool { s, _ := getStatus(gws[2].URL() + "/readyz"); return s == http.StatusOK }) {
+		t.Fatal("gateway 3 not ready again 5s after its node was writable again")
+	}
+
 	out, err := c.run("isolate", "3")
 	if err != nil {
 		t.Fatalf("cluster.sh isolate 3: %v\n%s", err, out)

@@ -204,8 +204,21 @@ func (s *Store) Galera() bool { return s.galera }
 // refuses every read and write of a table (1047), so a ping alone would
 // keep a load balancer sending it callbacks it cannot store; on Galera
 // wsrep_ready must also be ON, which it is not on such a node even where
-// wsrep_dirty_reads lets reads through.
+// wsrep_dirty_reads lets reads through. A MySQL server in read-only mode (a
+// replica, a Group Replication secondary, a server under maintenance) reads
+// but refuses every write: not ready either.
 func (s *Store) Ready(ctx context.Context) error {
+	if s.driver == "mysql" {
+		// No row where the variable does not exist (TiDB before 5.2).
+		var name, value string
+		err := s.sqlDB.QueryRowContext(ctx, "SHOW GLOBAL VARIABLES LIKE 'read_only'").Scan(&name, &value)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("ready: read_only: %w", err)
+		}
+		if strings.EqualFold(value, "ON") || value == "1" {
+			return errors.New("ready: the server is read-only")
+		}
+	}
 	if s.galera {
 		var name, value string
 		if err := s.sqlDB.QueryRowContext(ctx, "SHOW STATUS LIKE 'wsrep_ready'").Scan(&name, &value); err != nil {

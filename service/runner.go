@@ -328,7 +328,7 @@ func (q *orderQueue) renew(ctx context.Context) {
 func (j *Scheduler) releaseOrder(c claimedOrder) {
 	ctx, cancel := storeContext(j.ctx)
 	defer cancel()
-	err := j.s.store.Do(model.WithOp(ctx, "release"), func(q model.Queries) error {
+	err := j.s.store.Do(model.WithOp(ctx, "release_lease"), func(q model.Queries) error {
 		_, err := q.ReleaseLeases(c.c.token, c.o.ID)
 		return err
 	})

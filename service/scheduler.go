@@ -174,7 +174,7 @@ func (j *Scheduler) Stop(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	var orders, deliveries int64
-	rerr := j.s.store.Do(model.WithOp(rctx, "release"), func(q model.Queries) (err error) {
+	rerr := j.s.store.Do(model.WithOp(rctx, "release_lease"), func(q model.Queries) (err error) {
 		orders, deliveries, err = q.ReleaseInstance(j.s.set.Instance)
 		return err
 	})
