@@ -51,7 +51,8 @@ func TestClusterFaults(t *testing.T) {
 		killNodeAt  = 6 * time.Second // into the load
 		deadNode    = 2               // its gateway is gws[1]
 		deadGateway = 2               // gws[2], on node3
-		maxLoad     = 2 * time.Minute
+		maxBursts   = 300             // the load ends by then (90 s) even if the faults take longer
+		maxLoad     = 3 * time.Minute
 	)
 	inst := newClusterInstitution(t, faultInst, 150*time.Millisecond)
 	in := faultInst
@@ -127,7 +128,7 @@ func TestClusterFaults(t *testing.T) {
 	loadWG.Go(func() {
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
-		for b := 0; ; b++ {
+		for b := 0; b < maxBursts; b++ {
 			select {
 			case <-stopLoad:
 				return
@@ -231,9 +232,19 @@ func TestClusterFaults(t *testing.T) {
 	if first.Lost != 0 || first.Doubled != 0 {
 		t.Errorf("lost %d and doubled %d acknowledged callbacks; want 0 and 0", first.Lost, first.Doubled)
 	}
+	// As an institution does, again and again (a gateway under load may
+	// answer 503 once more), within a bound.
 	var rr atomic.Int64
 	anyGateway := func() string { return gws[rr.Add(1)%3].URL() }
-	resent := resendUnacked(ctx, snd, anyGateway, all, 16)
+	resent := 0
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		n := resendUnacked(ctx, snd, anyGateway, all, 16)
+		if n == 0 {
+			break
+		}
+		resent += n
+		time.Sleep(time.Second)
+	}
 	final := verifyStored(t, store, orders, all)
 	t.Logf("after re-sending %d: acknowledged %d of %d, stored %d, lost %d, doubled %d", resent, final.Acked, len(all),
 		final.Stored, final.Lost, final.Doubled)

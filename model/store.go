@@ -255,27 +255,32 @@ func (s *Store) Close() error { return s.sqlDB.Close() }
 func (s *Store) Migrate(ctx context.Context) ([]string, error) {
 	ctx = WithOp(ctx, "migrate")
 	dialect, dir := goose.DialectSQLite3, "migrations/sqlite"
-	var opts []goose.ProviderOption
 	if s.driver == "mysql" {
 		dialect, dir = goose.DialectMySQL, "migrations/mysql"
-		// A migration adding an index to a large table may take minutes;
-		// the instances starting meanwhile wait as long.
-		locker, err := lock.NewMySQLTableLocker(lock.WithTableLockTimeout(500*time.Millisecond, 600))
-		if err != nil {
-			return nil, fmt.Errorf("migrate: %w", err)
-		}
-		opts = append(opts, goose.WithLocker(locker))
 	}
 	fsys, err := fs.Sub(migrations, dir)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
-	p, err := goose.NewProvider(dialect, s.sqlDB, fsys, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("migrate: %w", err)
-	}
 	var results []*goose.MigrationResult
-	err = s.retrying(ctx, func() (err error) {
+	err = s.retrying(ctx, func() error {
+		// A provider per attempt: one makes sure of its version table
+		// only once, even when that failed, and would take an empty
+		// table for a database that has none of its rows.
+		var opts []goose.ProviderOption
+		if s.driver == "mysql" {
+			// A migration adding an index to a large table may take
+			// minutes; the instances starting meanwhile wait as long.
+			locker, err := lock.NewMySQLTableLocker(lock.WithTableLockTimeout(500*time.Millisecond, 600))
+			if err != nil {
+				return err
+			}
+			opts = append(opts, goose.WithLocker(locker))
+		}
+		p, err := goose.NewProvider(dialect, s.sqlDB, fsys, opts...)
+		if err != nil {
+			return err
+		}
 		results, err = p.Up(ctx)
 		return err
 	})
