@@ -263,23 +263,30 @@ func (s *Store) Migrate(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
 	var results []*goose.MigrationResult
-	err = s.retrying(ctx, func() error {
+	err = s.retrying(ctx, func() (err error) {
 		// A provider per attempt: one makes sure of its version table
-		// only once, even when that failed, and would take an empty
+		// only once, even when that failed, and would then take an empty
 		// table for a database that has none of its rows.
-		var opts []goose.ProviderOption
+		p, err := goose.NewProvider(dialect, s.sqlDB, fsys)
+		if err != nil {
+			return err
+		}
 		if s.driver == "mysql" {
-			// A migration adding an index to a large table may take
-			// minutes; the instances starting meanwhile wait as long.
+			// The lock is held around the whole of Up, not given to
+			// the provider: Up first asks HasPending, which creates the
+			// version table without the provider's lock, and two
+			// instances creating it at once may each leave it without
+			// its first row for the other. A migration adding an index
+			// to a large table may take minutes; the instances starting
+			// meanwhile wait as long.
 			locker, err := lock.NewMySQLTableLocker(lock.WithTableLockTimeout(500*time.Millisecond, 600))
 			if err != nil {
 				return err
 			}
-			opts = append(opts, goose.WithLocker(locker))
-		}
-		p, err := goose.NewProvider(dialect, s.sqlDB, fsys, opts...)
-		if err != nil {
-			return err
+			if err := locker.Lock(ctx, s.sqlDB); err != nil {
+				return err
+			}
+			defer func() { err = errors.Join(err, locker.Unlock(ctx, s.sqlDB)) }()
 		}
 		results, err = p.Up(ctx)
 		return err
