@@ -72,6 +72,13 @@ type Database struct {
 	MaxOpenConns int           `yaml:"max_open_conns" default:"32"`
 	MaxIdleConns int           `yaml:"max_idle_conns" default:"32"`
 	ConnMaxLife  time.Duration `yaml:"conn_max_lifetime" default:"30m"`
+	// A transaction the database refused over a conflict with another
+	// writer (a deadlock; on a Galera cluster, writers of one row on two
+	// nodes at once) runs again, at most Retries more times, after a pause
+	// drawn at random below RetryWait, doubling each time (at most 1 s):
+	// only when conflicts outlast them is a callback answered 503.
+	Retries   int           `yaml:"retries" default:"8"`
+	RetryWait time.Duration `yaml:"retry_wait" default:"10ms"`
 }
 
 // API is the bidding module's access.

@@ -36,6 +36,8 @@ database:
   max_open_conns: 64
   max_idle_conns: 0
   conn_max_lifetime: 1h
+  retries: 3
+  retry_wait: 20ms
 api:
   tokens: ["${GATEWAY_API_TOKEN}", "second-token-0123456789"]
 institutions:
@@ -122,7 +124,7 @@ func TestLoadFull(t *testing.T) {
 		Database: Database{
 			Driver:       "mysql",
 			DSN:          "gw:DbPassw0rd!@tcp(db.internal:3306)/gateway?parseTime=true&loc=UTC&charset=utf8mb4",
-			MaxOpenConns: 64, MaxIdleConns: 0, ConnMaxLife: time.Hour,
+			MaxOpenConns: 64, MaxIdleConns: 0, ConnMaxLife: time.Hour, Retries: 3, RetryWait: 20 * time.Millisecond,
 		},
 		API: API{Tokens: []string{"first-token-0123456789", "second-token-0123456789"}},
 		Institutions: []Institution{
@@ -184,6 +186,8 @@ func TestDefaults(t *testing.T) {
 		{"database.max_open_conns", c.Database.MaxOpenConns, 32},
 		{"database.max_idle_conns", c.Database.MaxIdleConns, 32},
 		{"database.conn_max_lifetime", c.Database.ConnMaxLife, 30 * time.Minute},
+		{"database.retries", c.Database.Retries, 8},
+		{"database.retry_wait", c.Database.RetryWait, 10 * time.Millisecond},
 		{"institution.timeout", c.Institutions[0].Timeout, 10 * time.Second},
 		{"institution.retries", c.Institutions[0].Retries, 2},
 		{"institution.max_concurrent", c.Institutions[0].MaxConcurrent, 8},
@@ -592,6 +596,12 @@ func TestValidate(t *testing.T) {
 			[]string{"server.callback_batch: must be 1 (each callback in its own transaction) to 1000, got 0"}},
 		{"callback batch too big", func(c *Config) { c.Server.CallbackBatch = 5000 },
 			[]string{"server.callback_batch: must be 1 (each callback in its own transaction) to 1000, got 5000"}},
+		{"database retries negative", func(c *Config) { c.Database.Retries = -1 },
+			[]string{"database.retries: must be 0 (never run a refused transaction again) to 30, got -1"}},
+		{"database retries too many", func(c *Config) { c.Database.Retries = 100 },
+			[]string{"database.retries: must be 0 (never run a refused transaction again) to 30, got 100"}},
+		{"database retry_wait zero", func(c *Config) { c.Database.RetryWait = 0 },
+			[]string{"database.retry_wait: must be positive and at most 1s, got 0s"}},
 		{"schedule", func(c *Config) { c.Jobs.PollPending = "every 5s" },
 			[]string{`jobs.poll_pending: unparseable schedule "every 5s"`}},
 		{"schedule six fields", func(c *Config) { c.Jobs.Reconcile = "0 0 2 * * *" },

@@ -11,6 +11,10 @@ import (
 // MaxCallbackBatch bounds server.callback_batch.
 const MaxCallbackBatch = 1000
 
+// MaxDatabaseRetries bounds database.retries: past it the pauses alone add
+// up to tens of seconds, beyond any caller's patience.
+const MaxDatabaseRetries = 30
+
 // defaultSQLiteDSN is database.dsn when the driver is sqlite and none is given.
 const defaultSQLiteDSN = "data/gateway.db"
 

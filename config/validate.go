@@ -152,6 +152,12 @@ func (c *Config) validateDatabase(v *validator) {
 		v.add("database.max_idle_conns", "", "must not be negative, got %d", d.MaxIdleConns)
 	}
 	nonNegative(v, "database.conn_max_lifetime", d.ConnMaxLife)
+	if d.Retries < 0 || d.Retries > MaxDatabaseRetries {
+		v.add("database.retries", "", "must be 0 (never run a refused transaction again) to %d, got %d", MaxDatabaseRetries, d.Retries)
+	}
+	if d.RetryWait <= 0 || d.RetryWait > time.Second {
+		v.add("database.retry_wait", "", "must be positive and at most 1s, got %s", d.RetryWait)
+	}
 }
 
 func (c *Config) validateAPI(v *validator) {

@@ -88,6 +88,13 @@ func New(ctx context.Context, cfg *config.Config, log *logrus.Logger, opts ...Op
 
 func (g *Gateway) build(ctx context.Context) error {
 	cfg, log := g.cfg, g.log
+	// Every transaction of this gateway, its migrations' included, runs
+	// again when the database refused it over a conflict (on a Galera
+	// cluster, another node's writer of the same rows), counted per op. A
+	// store given by WithStore keeps its own pool and gets this policy too.
+	g.metrics = service.NewPrometheusMetrics()
+	g.store = g.store.Retrying(model.Retry{Attempts: cfg.Database.Retries, Wait: cfg.Database.RetryWait,
+		Observe: g.metrics.DBWork})
 	applied, err := g.store.Migrate(ctx)
 	if err != nil {
 		return err
@@ -107,7 +114,6 @@ func (g *Gateway) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	g.metrics = service.NewPrometheusMetrics()
 	g.svc = service.New(g.store, service.NewRegistry(insts), service.SettingsFrom(cfg), log, g.metrics)
 	hc := client.NewHTTPClient()
 	for i, in := range insts {

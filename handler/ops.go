@@ -11,8 +11,10 @@ func (s *server) healthz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
 }
 
-// readyz pings the database with a short timeout: a load balancer stops
-// sending callbacks to an instance that could not store them.
+// readyz asks the store whether it takes work, with a short timeout: a load
+// balancer stops sending callbacks to an instance that could not store
+// them (the database down, or a Galera node out of the primary component,
+// which still answers pings).
 func (s *server) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), readyTimeout)
 	defer cancel()

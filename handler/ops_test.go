@@ -174,8 +174,8 @@ func TestOpsMetrics(t *testing.T) {
 }
 
 // TestOpsHealthAndReadiness: /healthz says the process is up whatever the
-// database does; /readyz pings the database and answers 503 once the store
-// is closed, and /metrics then reports gateway_database_up 0.
+// database does; /readyz asks the store (it reads a table) and answers 503
+// once the store is closed, and /metrics then reports gateway_database_up 0.
 func TestOpsHealthAndReadiness(t *testing.T) {
 	for _, driver := range modeltest.Drivers(os.Getenv) {
 		t.Run(driver, func(t *testing.T) {

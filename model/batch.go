@@ -39,7 +39,11 @@ func (q Queries) LockOrders(orderNos []string) (map[string]*Order, error) {
 }
 
 // insertAll stores n rows (a slice) in one statement. A unique index that
-// refuses one fails them all with ErrDuplicate.
+// refuses one fails them all with ErrDuplicate. The IDs GORM then sets on
+// the rows come from INSERT … RETURNING on MariaDB, but on MySQL and TiDB
+// are counted from the first by one: wrong where auto_increment_increment
+// is more than one or ids come in per-server ranges. A caller that needs
+// them reads them back (InsertCallbacks, InsertPush).
 func (q Queries) insertAll(rows any, n int, what string) error {
 	err := q.db.Create(rows).Error
 	if isDuplicate(err) {

@@ -12,7 +12,13 @@ import (
 // institution, kept until each is taken.
 
 // InsertPush stores a project-state announcement and one pending delivery per
-// institution, in the caller's transaction.
+// institution, in the caller's transaction, and returns the deliveries by
+// orgcode. Their IDs are read back: after a multi-row insert GORM takes
+// them from INSERT … RETURNING on MariaDB, but on MySQL and TiDB counts
+// them from the first by one, which they are not where
+// auto_increment_increment is more than one (Group Replication's
+// multi-primary mode, a MySQL cluster of several writers) or ids come in
+// per-server ranges (TiDB).
 func (q Queries) InsertPush(p *ProjectStatePush, orgCodes []string) ([]Delivery, error) {
 	if err := q.db.Create(p).Error; err != nil {
 		return nil, fmt.Errorf("project state %s/%s: %w", p.ProjectCode, p.LotCode, err)
@@ -24,6 +30,10 @@ func (q Queries) InsertPush(p *ProjectStatePush, orgCodes []string) ([]Delivery,
 	}
 	if len(ds) > 0 {
 		if err := q.db.Create(&ds).Error; err != nil {
+			return nil, fmt.Errorf("deliveries of %d: %w", p.ID, err)
+		}
+		ds = nil
+		if err := q.db.Where("push_id = ?", p.ID).Order("org_code").Find(&ds).Error; err != nil {
 			return nil, fmt.Errorf("deliveries of %d: %w", p.ID, err)
 		}
 	}

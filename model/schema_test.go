@@ -23,11 +23,15 @@ const schemaFile = "../deploy/mysql/schema.sql"
 // written, and the migrations do not define it, goose does.
 const gooseTable = "goose_db_version"
 
+// gooseLockTable is goose's too: the row that serialises instances
+// migrating at once (model.Store.Migrate), made by goose when first taken.
+const gooseLockTable = "goose_lock"
+
 // autoIncrement is the table option that says how many rows were inserted.
 var autoIncrement = regexp.MustCompile(` AUTO_INCREMENT=\d+`)
 
 // createTables returns SHOW CREATE TABLE of every table of the database db
-// is connected to, but goose's, normalised: AUTO_INCREMENT=n removed.
+// is connected to, but goose's two, normalised: AUTO_INCREMENT=n removed.
 func createTables(t *testing.T, ctx context.Context, db *sql.DB) map[string]string {
 	t.Helper()
 	rows, err := db.QueryContext(ctx, "SHOW TABLES")
@@ -48,7 +52,7 @@ func createTables(t *testing.T, ctx context.Context, db *sql.DB) map[string]stri
 	rows.Close()
 	out := map[string]string{}
 	for _, n := range names {
-		if n == gooseTable {
+		if n == gooseTable || n == gooseLockTable {
 			continue
 		}
 		var name, create string

@@ -69,7 +69,8 @@ func (s *Service) Apply(ctx context.Context, body []byte) (*OrderView, ApplyStat
 	next := now.Add(backoff(s.set.ApplyBackoff, 1))
 	o := orderOf(req, hash)
 	o.NextCheckAt, o.LeaseOwner, o.LeaseUntil = &next, s.set.Instance, &leaseUntil
-	err = s.store.InTx(ctx, func(tx model.Queries) error {
+	err = s.store.InTx(model.WithOp(ctx, "apply"), func(tx model.Queries) error {
+		o.ID = 0 // an attempt refused over a conflict may have set it
 		if err := tx.CreateOrder(o); err != nil {
 			return err
 		}
@@ -144,6 +145,7 @@ func (s *Service) repeat(ctx context.Context, orderNo, hash string) (*OrderView,
 // (stat 0, returned as EUpstream), or still applying when no definite
 // answer came (ApplyUnconfirmed).
 func (s *Service) sendApply(ctx context.Context, inst *Institution, o *model.Order) (ApplyStatus, error) {
+	ctx = model.WithOp(ctx, "apply")
 	res, err := inst.Client.Apply(ctx, applyRequestOf(o))
 	if err == nil {
 		err = checkURLs(res)
@@ -224,7 +226,11 @@ func (s *Service) applyAttemptFailed(ctx context.Context, o *model.Order, g mode
 	} else {
 		c = c.DueAt(s.now().Add(backoff(s.set.ApplyBackoff, attempts)))
 	}
-	if _, err := s.store.With(ctx).UpdateOrder(o.OrderNo, c, g); err != nil {
+	err := s.store.Do(model.WithOp(ctx, "apply"), func(q model.Queries) error {
+		_, err := q.UpdateOrder(o.OrderNo, c, g)
+		return err
+	})
+	if err != nil {
 		s.logger(ctx).WithError(err).WithField("orderno", o.OrderNo).Error("apply back-off not stored")
 	}
 }

@@ -29,7 +29,8 @@ import (
 // back to its request, which takes the one-by-one path that decides every
 // case: an unknown or another institution's order, a notice that is late
 // or conflicts; and so does every callback of a batch that fails in any
-// statement (a duplicate the read missed, a deadlock, storage down). A
+// statement (a duplicate the read missed, conflicts with other writers
+// that outlast the store's retries of the whole batch, storage down). A
 // request is answered only after the transaction that holds its callback
 // committed, as on the one-by-one path.
 //
@@ -160,7 +161,7 @@ func (s *Service) runBatch(kind string, jobs []*batchJob, alone func(*batchJob) 
 		close(j.done)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(jobs[0].ctx), batchTimeout)
+	ctx, cancel := context.WithTimeout(model.WithOp(context.WithoutCancel(jobs[0].ctx), kind+"_batch"), batchTimeout)
 	taken, err := commit(ctx, jobs)
 	cancel()
 	if err != nil {

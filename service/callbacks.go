@@ -279,7 +279,11 @@ var errRepeat = errors.New("callback accepted before")
 // applied: the repeat is audited as a duplicate and acknowledged.
 func (s *Service) accept(ctx context.Context, in CallbackInput, out *receipt, key string,
 	find func(tx model.Queries) (*model.Order, error), effect func(tx model.Queries, o *model.Order, cb *model.Callback) error) error {
-	err := s.store.InTx(ctx, func(tx model.Queries) error {
+	// A transaction refused over a conflict runs again from the start
+	// (model.Store.InTx), and what an attempt found out goes with it.
+	first := *out
+	err := s.store.InTx(model.WithOp(ctx, in.Kind), func(tx model.Queries) error {
+		*out = first
 		o, err := find(tx)
 		if err != nil {
 			return err
@@ -328,7 +332,7 @@ func (s *Service) accept(ctx context.Context, in CallbackInput, out *receipt, ke
 func (s *Service) audit(ctx context.Context, in CallbackInput, out *receipt, resp wire.Response, key *string) error {
 	cb := s.callbackRow(in, out, resp, key)
 	cb.Msg = truncate(resp.Msg, 500)
-	return s.store.With(ctx).InsertCallback(cb)
+	return s.store.Do(model.WithOp(ctx, "audit"), func(q model.Queries) error { return q.InsertCallback(cb) })
 }
 
 func (s *Service) callbackRow(in CallbackInput, out *receipt, resp wire.Response, key *string) *model.Callback {

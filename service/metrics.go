@@ -24,6 +24,8 @@ type PrometheusMetrics struct {
 	jobDur    *prometheus.HistogramVec
 	batches   *prometheus.HistogramVec
 	guard     *guardMetrics
+	dbWork    *prometheus.CounterVec
+	dbRetries *prometheus.CounterVec
 }
 
 // NewPrometheusMetrics registers the gateway's metrics and the Go runtime
@@ -50,8 +52,14 @@ func NewPrometheusMetrics() *PrometheusMetrics {
 		batches: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "gateway_callback_batch_size",
 			Help:    "Callbacks per group-committed transaction, by kind and result: committed, or rolled_back (its callbacks then went one by one).",
 			Buckets: []float64{2, 4, 8, 16, 32, 64}}, []string{"kind", "result"}),
+		dbWork: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_db_transactions_total",
+			Help: "Transactions (and writes on the pool) run, by op and result: first_try, retried (refused over a conflict, then done), exhausted (refused on every attempt: the caller was told to retry)."},
+			[]string{"op", "result"}),
+		dbRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gateway_db_retries_total",
+			Help: "Times a transaction (or a write on the pool) was run again after the database refused it over a conflict: a deadlock, a lock wait timeout, a Galera certification failure."},
+			[]string{"op"}),
 	}
-	m.reg.MustRegister(m.callbacks, m.cbLatency, m.calls, m.callLat, m.jobRuns, m.jobDur, m.batches,
+	m.reg.MustRegister(m.callbacks, m.cbLatency, m.calls, m.callLat, m.jobRuns, m.jobDur, m.batches, m.dbWork, m.dbRetries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.guard = newGuardMetrics(m.reg)
 	return m
@@ -66,6 +74,22 @@ func (m *PrometheusMetrics) Callback(org, kind, result, errcode string, d time.D
 // CallbackBatch counts one group commit of n callbacks.
 func (m *PrometheusMetrics) CallbackBatch(kind, result string, n int) {
 	m.batches.WithLabelValues(kind, result).Observe(float64(n))
+}
+
+// DBWork counts one transaction or write on the pool, and the times it was
+// run again; it is the store's model.Retry.Observe.
+func (m *PrometheusMetrics) DBWork(op string, retries int, exhausted bool) {
+	outcome := "first_try"
+	switch {
+	case exhausted:
+		outcome = "exhausted"
+	case retries > 0:
+		outcome = "retried"
+	}
+	m.dbWork.WithLabelValues(op, outcome).Inc()
+	if retries > 0 {
+		m.dbRetries.WithLabelValues(op).Add(float64(retries))
+	}
 }
 
 // Call counts one outbound attempt.

@@ -153,7 +153,7 @@ func (s *Service) query(ctx context.Context, inst *Institution, o *model.Order) 
 	if res.Status != wire.NotifyIssued {
 		p.issuedAt = time.Time{}
 	}
-	err = s.store.InTx(ctx, func(tx model.Queries) error {
+	err = s.store.InTx(model.WithOp(ctx, "query"), func(tx model.Queries) error {
 		cur, err := tx.Order(o.OrderNo)
 		if err != nil {
 			return err
@@ -233,7 +233,7 @@ func (s *Service) Cancel(ctx context.Context, orderNo string) (*OrderView, error
 	if o.Flag == model.FlagURLRefused {
 		change = change.Flag(model.FlagNone) // its cancelurl was called after all
 	}
-	err = s.store.InTx(ctx, func(tx model.Queries) error {
+	err = s.store.InTx(model.WithOp(ctx, "cancel"), func(tx model.Queries) error {
 		to := model.StatusCancelling
 		moved, err := tx.MoveOrder(orderNo, movesFrom(evCancelAccepted, to), to, change)
 		if err != nil || !moved {
@@ -301,15 +301,19 @@ func (s *Service) pull(ctx context.Context, inst *Institution, o *model.Order) e
 		return s.urlRefused(ctx, inst, o, "pullurl", err)
 	case errors.Is(err, wire.ErrNotPDF):
 		s.metrics.FileRefused(inst.OrgCode, "pull")
-		if eerr := s.store.With(context.WithoutCancel(ctx)).AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote,
-			Name: "file_refused", Detail: truncate("pulled file not stored: "+callCause(err)+"; pulled again later", 512)}); eerr != nil {
+		ev := &model.Event{OrderNo: o.OrderNo, Kind: model.EventNote, Name: "file_refused",
+			Detail: truncate("pulled file not stored: "+callCause(err)+"; pulled again later", 512)}
+		if eerr := s.store.Do(model.WithOp(context.WithoutCancel(ctx), "pull"), func(q model.Queries) error {
+			ev.ID = 0
+			return q.AddEvent(ev)
+		}); eerr != nil {
 			s.logger(ctx).WithError(eerr).WithField("orderno", o.OrderNo).Error("file_refused event not stored")
 		}
 		return upstream(inst, err)
 	case err != nil:
 		return upstream(inst, err)
 	}
-	err = s.store.InTx(ctx, func(tx model.Queries) error {
+	err = s.store.InTx(model.WithOp(ctx, "pull"), func(tx model.Queries) error {
 		err := tx.InsertFile(fileRow(o.OrderNo, o.GuaranteeNo.String, "pull", res.File))
 		if errors.Is(err, model.ErrDuplicate) {
 			err = nil // stored meanwhile by a callback or another pull

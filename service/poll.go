@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -62,8 +61,8 @@ func (j *Scheduler) advancePoll(ctx context.Context, c claimedOrder, err error) 
 	sctx, cancel := storeContext(ctx)
 	defer cancel()
 	var advanced bool
-	uerr := retryTransient(func() (err error) {
-		advanced, err = s.store.With(sctx).AdvancePoll(o.OrderNo, c.c.token, attempts, next)
+	uerr := s.store.Do(model.WithOp(sctx, "poll"), func(q model.Queries) (err error) {
+		advanced, err = q.AdvancePoll(o.OrderNo, c.c.token, attempts, next)
 		return err
 	})
 	if uerr != nil {
@@ -90,17 +89,15 @@ func (j *Scheduler) markStale(ctx context.Context, c claimedOrder) rowResult {
 	sctx, cancel := storeContext(ctx)
 	defer cancel()
 	flagged := false
-	err := retryTransient(func() error {
-		return s.store.InTx(sctx, func(tx model.Queries) error {
-			ok, err := tx.UpdateOrder(o.OrderNo, model.OrderChange{}.Flag(model.FlagStale).NotDue().FreeLease(),
-				model.OrderGuard{Token: c.c.token, Status: []model.Status{model.StatusProcessing}})
-			if flagged = ok; err != nil || !ok {
-				return err
-			}
-			return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote, Name: "stale",
-				Detail: fmt.Sprintf("still processing %s after the bid opening; polling stopped, flagged for operators",
-					s.set.StaleAfterOpening)})
-		})
+	err := s.store.InTx(model.WithOp(sctx, "stale"), func(tx model.Queries) error {
+		ok, err := tx.UpdateOrder(o.OrderNo, model.OrderChange{}.Flag(model.FlagStale).NotDue().FreeLease(),
+			model.OrderGuard{Token: c.c.token, Status: []model.Status{model.StatusProcessing}})
+		if flagged = ok; err != nil || !ok {
+			return err
+		}
+		return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote, Name: "stale",
+			Detail: fmt.Sprintf("still processing %s after the bid opening; polling stopped, flagged for operators",
+				s.set.StaleAfterOpening)})
 	})
 	if err != nil {
 		j.log.WithError(err).WithField("orderno", o.OrderNo).Error("stale flag not stored")
@@ -134,18 +131,4 @@ func (j *Scheduler) logFailure(job, orderNo string, err error) {
 		return
 	}
 	e.Warn("job work failed; back-off advanced")
-}
-
-// retryTransient runs a write again when the database refused it over a
-// lock conflict (a deadlock with another instance's claim, say). Every such
-// write is conditioned on the lease token, so repeating it is safe.
-func retryTransient(write func() error) error {
-	var err error
-	for i := range 3 {
-		if err = write(); !model.Transient(err) {
-			return err
-		}
-		time.Sleep(time.Duration(i+1) * 20 * time.Millisecond)
-	}
-	return err
 }

@@ -54,7 +54,8 @@ func (s *Service) PushProjectState(ctx context.Context, body []byte) (*PushView,
 	push := &model.ProjectStatePush{ProjectName: ps.ProjectName, ProjectCode: ps.ProjectCode, LotName: ps.LotName,
 		LotCode: ps.LotCode, OpeningAt: ps.OpeningAt, State: ps.State}
 	var ds []model.Delivery
-	err = s.store.InTx(ctx, func(tx model.Queries) error {
+	err = s.store.InTx(model.WithOp(ctx, "project_state"), func(tx model.Queries) error {
+		push.ID = 0 // an attempt refused over a conflict may have set it
 		orgs, err := tx.InstitutionsForLot(ps.ProjectCode, ps.LotCode)
 		if err != nil {
 			return err
@@ -94,7 +95,11 @@ func (s *Service) ProjectStateStatus(ctx context.Context, id int64) (*PushView, 
 // Returns ENotFound, EConflict (not dead), EUnavailable.
 func (s *Service) RetryDelivery(ctx context.Context, id int64) (*DeliveryView, error) {
 	st := s.store.With(ctx)
-	ok, err := st.RearmDelivery(id, s.now())
+	var ok bool
+	err := s.store.Do(model.WithOp(ctx, "delivery"), func(q model.Queries) (err error) {
+		ok, err = q.RearmDelivery(id, s.now())
+		return err
+	})
 	if err != nil {
 		return nil, storeErr("delivery", err)
 	}
@@ -112,10 +117,14 @@ func (s *Service) RetryDelivery(ctx context.Context, id int64) (*DeliveryView, e
 // first try and the redelivery job of any instance never send the same
 // delivery at once. It reports whether the delivery was taken.
 func (s *Service) deliver(ctx context.Context, p *model.ProjectStatePush, d *model.Delivery) bool {
-	st := s.store.With(ctx)
+	ctx = model.WithOp(ctx, "delivery")
 	now := s.now()
 	token := s.claimToken(JobDeliverOutbox)
-	claimed, err := st.ClaimDelivery(d.ID, token, now, now.Add(s.set.Lease))
+	var claimed bool
+	err := s.store.Do(ctx, func(q model.Queries) (err error) {
+		claimed, err = q.ClaimDelivery(d.ID, token, now, now.Add(s.set.Lease))
+		return err
+	})
 	if err != nil || !claimed {
 		return false
 	}
@@ -128,7 +137,11 @@ func (s *Service) deliver(ctx context.Context, p *model.ProjectStatePush, d *mod
 			LotName: p.LotName, LotCode: p.LotCode, OpeningAt: p.OpeningAt, State: p.State})
 	}
 	a := s.deliveryAttempt(d, callErr)
-	if _, err := st.RecordDeliveryAttempt(d.ID, token, a); err != nil {
+	err = s.store.Do(ctx, func(q model.Queries) error {
+		_, err := q.RecordDeliveryAttempt(d.ID, token, a)
+		return err
+	})
+	if err != nil {
 		s.logger(ctx).WithError(err).WithField("delivery", d.ID).Error("delivery result not stored")
 	}
 	d.Attempts = a.Attempts

@@ -62,15 +62,13 @@ func (j *Scheduler) pullOne(ctx context.Context, c claimedOrder) rowResult {
 		wait = max(wait, time.Hour)
 	}
 	change = change.DueAt(s.now().Add(wait))
-	uerr := retryTransient(func() error {
-		return s.store.InTx(sctx, func(tx model.Queries) error {
-			ok, err := tx.UpdateOrder(o.OrderNo, change, model.OrderGuard{Token: c.c.token, FilePending: true})
-			if err != nil || !ok || !flagNow {
-				return err
-			}
-			return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote, Name: "pull_failed",
-				Detail: fmt.Sprintf("the guarantee PDF could not be pulled in %d attempts; still tried hourly", attempts)})
-		})
+	uerr := s.store.InTx(model.WithOp(sctx, "pull"), func(tx model.Queries) error {
+		ok, err := tx.UpdateOrder(o.OrderNo, change, model.OrderGuard{Token: c.c.token, FilePending: true})
+		if err != nil || !ok || !flagNow {
+			return err
+		}
+		return tx.AddEvent(&model.Event{OrderNo: o.OrderNo, Kind: model.EventNote, Name: "pull_failed",
+			Detail: fmt.Sprintf("the guarantee PDF could not be pulled in %d attempts; still tried hourly", attempts)})
 	})
 	if uerr != nil {
 		j.log.WithError(uerr).WithField("orderno", o.OrderNo).Error("pull back-off not stored")

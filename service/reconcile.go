@@ -122,7 +122,11 @@ func (s *Service) Reconcile(ctx context.Context, date string) (*ReconcileStats, 
 func (s *Service) file(ctx context.Context, rs *ReconcileStats, f model.Finding) error {
 	f.RunDate, f.Detail = rs.Date, truncate(f.Detail, 512)
 	rs.Findings++
-	inserted, err := s.store.With(ctx).InsertFinding(&f)
+	var inserted bool
+	err := s.store.Do(model.WithOp(ctx, "reconcile"), func(q model.Queries) (err error) {
+		inserted, err = q.InsertFinding(&f)
+		return err
+	})
 	if err != nil {
 		return storeErr("reconcile", err)
 	}
@@ -177,7 +181,11 @@ func (j *Scheduler) reconcile(ctx context.Context) (JobStats, error) {
 	s := j.s
 	now := s.now()
 	token := s.claimToken(JobReconcile)
-	got, err := s.store.With(ctx).AcquireJobLease(JobReconcile, token, now, now.Add(max(s.set.Lease, 30*time.Minute)))
+	var got bool
+	err := s.store.Do(model.WithOp(ctx, "job_lease"), func(q model.Queries) (err error) {
+		got, err = q.AcquireJobLease(JobReconcile, token, now, now.Add(max(s.set.Lease, 30*time.Minute)))
+		return err
+	})
 	if err != nil {
 		return JobStats{}, storeErr("reconcile lease", err)
 	}
@@ -192,7 +200,11 @@ func (j *Scheduler) reconcile(ctx context.Context) (JobStats, error) {
 	}
 	sctx, cancel := storeContext(ctx)
 	defer cancel()
-	if _, lerr := s.store.With(sctx).SetJobLease(JobReconcile, token, until); lerr != nil {
+	lerr := s.store.Do(model.WithOp(sctx, "job_lease"), func(q model.Queries) error {
+		_, err := q.SetJobLease(JobReconcile, token, until)
+		return err
+	})
+	if lerr != nil {
 		j.log.WithError(lerr).Warn("reconcile lease not updated; it runs out by itself")
 	}
 	st := JobStats{}

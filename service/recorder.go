@@ -26,7 +26,7 @@ func (s *Service) RecordCall(ctx context.Context, r client.Record) {
 	} else {
 		entry.Debug("institution call")
 	}
-	if err := s.store.With(ctx).InsertCall(c); err != nil {
+	if err := s.store.Do(model.WithOp(ctx, "record_call"), func(q model.Queries) error { return q.InsertCall(c) }); err != nil {
 		entry.WithError(err).Error("call record not stored")
 	}
 }

@@ -271,7 +271,11 @@ func (q *orderQueue) next(ctx context.Context) ([]claimedOrder, error) {
 	now := s.now()
 	c := &claim{token: s.claimToken(q.job)}
 	c.until.Store(now.Add(s.set.Lease).UnixNano())
-	orders, err := s.store.With(ctx).ClaimOrders(q.which, c.token, now, q.dueBy, c.expires(), s.set.BatchSize)
+	var orders []model.Order
+	err := s.store.Do(model.WithOp(ctx, "claim"), func(st model.Queries) (err error) {
+		orders, err = st.ClaimOrders(q.which, c.token, now, q.dueBy, c.expires(), s.set.BatchSize)
+		return err
+	})
 	if err != nil || len(orders) == 0 {
 		return nil, err
 	}
@@ -299,7 +303,11 @@ func (q *orderQueue) renew(ctx context.Context) {
 	var live []*claim
 	for _, c := range claims {
 		until := s.now().Add(s.set.Lease)
-		n, err := s.store.With(ctx).RenewLeases(c.token, until)
+		var n int64
+		err := s.store.Do(model.WithOp(ctx, "renew"), func(st model.Queries) (err error) {
+			n, err = st.RenewLeases(c.token, until)
+			return err
+		})
 		if err != nil {
 			q.j.log.WithError(err).WithField("job", q.job).Warn("leases not renewed; rows may be handed back")
 			live = append(live, c)
@@ -320,7 +328,11 @@ func (q *orderQueue) renew(ctx context.Context) {
 func (j *Scheduler) releaseOrder(c claimedOrder) {
 	ctx, cancel := storeContext(j.ctx)
 	defer cancel()
-	if _, err := j.s.store.With(ctx).ReleaseLeases(c.c.token, c.o.ID); err != nil {
+	err := j.s.store.Do(model.WithOp(ctx, "release_lease"), func(q model.Queries) error {
+		_, err := q.ReleaseLeases(c.c.token, c.o.ID)
+		return err
+	})
+	if err != nil {
 		j.log.WithError(err).WithField("orderno", c.o.OrderNo).Warn("lease not released; it runs out by itself")
 	}
 }

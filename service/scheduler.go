@@ -12,6 +12,8 @@ import (
 
 	"github.com/robfig/cron/v3"
 	"github.com/sirupsen/logrus"
+
+	"github.com/procurement/gateway/model"
 )
 
 // Job names, as in config.yaml's jobs: section, the logs and the metrics.
@@ -171,7 +173,11 @@ func (j *Scheduler) Stop(ctx context.Context) error {
 
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	orders, deliveries, rerr := j.s.store.With(rctx).ReleaseInstance(j.s.set.Instance)
+	var orders, deliveries int64
+	rerr := j.s.store.Do(model.WithOp(rctx, "release_lease"), func(q model.Queries) (err error) {
+		orders, deliveries, err = q.ReleaseInstance(j.s.set.Instance)
+		return err
+	})
 	if rerr != nil {
 		j.log.WithError(rerr).Error("leases not released at shutdown; they run out by themselves")
 	} else {

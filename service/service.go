@@ -80,11 +80,15 @@ func storeErr(what string, err error) error {
 }
 
 // Store is the storage the service needs: queries on the pool, one
-// transaction, a ping. *model.Store satisfies it.
+// transaction, writes on the pool, a readiness check. *model.Store
+// satisfies it. InTx and Do run their function again when the database
+// refused it over a conflict with another writer (model.Retry); the
+// function must be safe to run again.
 type Store interface {
 	With(ctx context.Context) model.Queries
 	InTx(ctx context.Context, fn func(tx model.Queries) error) error
-	Ping(ctx context.Context) error
+	Do(ctx context.Context, fn func(q model.Queries) error) error
+	Ready(ctx context.Context) error
 }
 
 // InstitutionClient is one institution's interface as the service calls it
@@ -226,8 +230,9 @@ func New(store Store, insts *Registry, set Settings, log logrus.FieldLogger, met
 // Institutions returns the registry.
 func (s *Service) Institutions() *Registry { return s.insts }
 
-// Ready checks that storage answers within ctx.
-func (s *Service) Ready(ctx context.Context) error { return s.store.Ping(ctx) }
+// Ready checks that storage takes work within ctx (model.Store.Ready): a
+// Galera node out of the primary component answers but does not.
+func (s *Service) Ready(ctx context.Context) error { return s.store.Ready(ctx) }
 
 // Metrics receives what the service counts; the Prometheus one is in metrics.go.
 type Metrics interface {

@@ -175,6 +175,8 @@ collation_server            = utf8mb4_bin
 max_connections             = 200
 performance_schema          = OFF
 innodb_buffer_pool_size     = 128M
+# a guarantee PDF is written in one statement: twice server.notify_body_limit
+max_allowed_packet          = 64M
 
 # What Galera needs
 binlog_format               = ROW
