@@ -73,6 +73,14 @@ jobs:
 log:
   level: debug
   format: json
+console:
+  addr: "127.0.0.1:9444"
+  session_ttl: 1h
+  time_zone: UTC
+  users:
+    - name: ops.li
+      password_hash: "$2a$10$cjagT4FzcWPiOh9Rzl.MZOG/2nogSSw.ZzcipMYkUgfOb8g9FJxq."
+      role: operator
 sim:
   orgcode: INS-02
   addr: "127.0.0.1:9999"
@@ -146,6 +154,8 @@ func TestLoadFull(t *testing.T) {
 			Lease: 30 * time.Second, Disabled: true,
 		},
 		Log: Log{Level: "debug", Format: "json"},
+		Console: Console{Addr: "127.0.0.1:9444", SessionTTL: time.Hour, TimeZone: "UTC", Users: []ConsoleUser{{Name: "ops.li",
+			PasswordHash: "$2a$10$cjagT4FzcWPiOh9Rzl.MZOG/2nogSSw.ZzcipMYkUgfOb8g9FJxq.", Role: RoleOperator}}},
 		Sim: &Sim{OrgCode: "INS-02", Addr: "127.0.0.1:9999", PayDelay: 0, IssueDelay: 500 * time.Millisecond},
 	}
 	if !reflect.DeepEqual(*c, want) {
@@ -155,7 +165,7 @@ func TestLoadFull(t *testing.T) {
 
 // fields prints a config with its secrets, for failure messages.
 func fields(c Config) string {
-	return fmt.Sprintf("%+v %+v %+v %+v %+v %+v %+v %+v", c.Server, *c.Server.TLS, c.Database.DSN, c.API.Tokens, c.Institutions, c.Jobs, c.Log, c.Sim)
+	return fmt.Sprintf("%+v %+v %+v %+v %+v %+v %+v %+v %+v", c.Server, *c.Server.TLS, c.Database.DSN, c.API.Tokens, c.Institutions, c.Jobs, c.Log, c.Console, c.Sim)
 }
 
 func TestDefaults(t *testing.T) {
@@ -492,6 +502,8 @@ func validConfig(t *testing.T) *Config {
     app_key: k2
     app_secret: "0123456789abcdef0123456789abcdef"
 sim: {orgcode: BANK02}
+console:
+  users: [{name: ops.li, password_hash: "$2a$10$cjagT4FzcWPiOh9Rzl.MZOG/2nogSSw.ZzcipMYkUgfOb8g9FJxq.", role: operator}]
 `, noEnv)
 }
 
@@ -604,6 +616,27 @@ func TestValidate(t *testing.T) {
 			[]string{`sim.orgcode: "NOPE" names no configured institution`}},
 		{"sim addr", func(c *Config) { c.Sim.Addr = "nowhere" },
 			[]string{`sim.addr: "nowhere" is not host:port`}},
+		{"console addr", func(c *Config) { c.Console.Addr = "8081" },
+			[]string{`console.addr: "8081" is not host:port`}},
+		{"console addr is server.addr", func(c *Config) { c.Console.Addr = c.Server.Addr },
+			[]string{"console.addr: is server.addr"}},
+		{"console session_ttl", func(c *Config) { c.Console.SessionTTL = time.Second },
+			[]string{"console.session_ttl: must be at least 1m, got 1s"}},
+		{"console time_zone", func(c *Config) { c.Console.TimeZone = "Beijing" },
+			[]string{`console.time_zone: unknown time zone "Beijing"`}},
+		{"console user name", func(c *Config) { c.Console.Users[0].Name = "li si" },
+			[]string{`console.users[0].name: "li si": use at most 64 letters, digits and . _ @ -`}},
+		{"console user duplicate", func(c *Config) { c.Console.Users = append(c.Console.Users, c.Console.Users[0]) },
+			[]string{`console.users[1].name: duplicate "ops.li"`}},
+		{"console user no hash", func(c *Config) { c.Console.Users[0].PasswordHash = "" },
+			[]string{"console.users[ops.li].password_hash: empty (make one with `gateway password`)"}},
+		{"console user plain password", func(c *Config) { c.Console.Users[0].PasswordHash = "secret-password" },
+			[]string{"console.users[ops.li].password_hash: not a bcrypt hash"}},
+		{"console user weak hash", func(c *Config) {
+			c.Console.Users[0].PasswordHash = "$2a$04$0mN5rIAZsIUyRXtbxuKDEu84MnBDxkA1HjbX4uDL7tq9h5I6NH0gy"
+		}, []string{"console.users[ops.li].password_hash: bcrypt cost 4 is below 10"}},
+		{"console user role", func(c *Config) { c.Console.Users[0].Role = "admin" },
+			[]string{`console.users[ops.li].role: unknown role "admin" (viewer or operator)`}},
 		{"several at once", func(c *Config) {
 			c.Database.Driver = "postgres"
 			c.Log.Format = "xml"
