@@ -91,7 +91,9 @@ type Session struct {
 // SignInLimited is the cause of an ERateLimited error: how long to wait.
 type SignInLimited struct{ Wait time.Duration }
 
-func (e *SignInLimited) Error() string { return fmt.Sprintf("too many failed sign-ins, wait %s", e.Wait) }
+func (e *SignInLimited) Error() string {
+	return fmt.Sprintf("too many failed sign-ins, wait %s", e.Wait)
+}
 
 // Console is the service as the operators' console uses it: sign-in, the
 // pages' views (console.go) and the operators' actions, each recorded
