@@ -42,7 +42,8 @@ const (
 // Failed sign-ins: each is answered only after signInFailDelay, and each
 // user and each address has a bucket of failures that refills slowly; an
 // empty bucket refuses the sign-in before the password is even looked at.
-// A sign-in that succeeds gives its tokens back.
+// Only a failure takes from the buckets, so that a user who signs in often
+// is never held.
 const (
 	signInFailDelay = time.Second
 	userFailBurst   = 5
@@ -133,18 +134,25 @@ func (c *Console) SignIn(ctx context.Context, name, password, remote, requestID 
 	if known {
 		userKey = name
 	}
-	wait, release := c.limits.reserve(userKey, addrKey(remote))
-	if wait > 0 {
+	addr := addrKey(remote)
+	limited := func(wait time.Duration) error {
 		c.s.log.WithFields(map[string]any{"user": logUser(name, known), "remote": remote, "request_id": requestID,
 			"wait_s": int(wait.Seconds()) + 1}).Warn("console sign-in refused: too many failures")
-		return nil, &Error{Code: ERateLimited, Message: "too many failed sign-ins", Err: &SignInLimited{Wait: wait}}
+		return &Error{Code: ERateLimited, Message: "too many failed sign-ins", Err: &SignInLimited{Wait: wait}}
 	}
-	ok, err := c.checkPassword(ctx, u, known, password)
+	if wait := c.limits.wait(userKey, addr); wait > 0 {
+		return nil, limited(wait)
+	}
+	ok, err := c.checkPassword(ctx, u, known, password, func() time.Duration { return c.limits.wait(userKey, addr) })
+	var e *SignInLimited
+	if errors.As(err, &e) {
+		return nil, limited(e.Wait)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		// The reservations stay spent; the answer waits.
+		c.limits.fail(userKey, addr)
 		select {
 		case <-time.After(signInFailDelay):
 		case <-ctx.Done():
@@ -153,8 +161,6 @@ func (c *Console) SignIn(ctx context.Context, name, password, remote, requestID 
 			Warn("console sign-in failed")
 		return nil, errf(EUnauthorized, "", "wrong user name or password")
 	}
-	release()
-
 	token, id, err := newToken()
 	if err != nil {
 		return nil, &Error{Code: EInternal, Message: "no randomness", Err: err}
@@ -180,12 +186,18 @@ func (c *Console) SignIn(ctx context.Context, name, password, remote, requestID 
 	return &Session{Token: token, User: u.Name, Role: u.Role, CSRF: csrf, ExpiresAt: sess.ExpiresAt}, nil
 }
 
-func (c *Console) checkPassword(ctx context.Context, u ConsoleUser, known bool, password string) (bool, error) {
+// checkPassword compares a password with the user's hash, a few at a time.
+// The buckets are looked at again once its turn came (wait), so that a
+// burst of guesses that queued here is refused rather than checked.
+func (c *Console) checkPassword(ctx context.Context, u ConsoleUser, known bool, password string, wait func() time.Duration) (bool, error) {
 	select {
 	case c.bcrypts <- struct{}{}:
 		defer func() { <-c.bcrypts }()
 	case <-ctx.Done():
 		return false, &Error{Code: EUnavailable, Message: "sign-in abandoned", Err: ctx.Err()}
+	}
+	if w := wait(); w > 0 {
+		return false, &SignInLimited{Wait: w}
 	}
 	hash := []byte(u.PasswordHash)
 	if !known {
@@ -308,28 +320,31 @@ func newSignInLimits() *signInLimits {
 		overflow: rate.NewLimiter(rate.Every(addrFailEvery), addrFailBurst)}
 }
 
-// reserve takes a failure's worth from the user's and the address's
-// buckets. If either is empty it takes nothing and says how long to wait;
-// otherwise release gives both back (a sign-in that succeeded).
-func (l *signInLimits) reserve(user, addr string) (time.Duration, func()) {
+// wait says how long until both the user's and the address's buckets
+// hold a failure's worth again; 0 when they do now.
+func (l *signInLimits) wait(user, addr string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := time.Now()
-	u := l.bucket(l.users, user, userFailEvery, userFailBurst, now)
-	a := l.bucket(l.addrs, addr, addrFailEvery, addrFailBurst, now)
-	ru, ra := u.ReserveN(now, 1), a.ReserveN(now, 1)
-	if wait := max(ru.DelayFrom(now), ra.DelayFrom(now)); wait > 0 {
-		ru.CancelAt(now)
-		ra.CancelAt(now)
-		return wait, nil
+	return max(untilOne(l.bucket(l.users, user, userFailEvery, userFailBurst, now), now),
+		untilOne(l.bucket(l.addrs, addr, addrFailEvery, addrFailBurst, now), now))
+}
+
+// fail takes a failure's worth from both buckets.
+func (l *signInLimits) fail(user, addr string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	l.bucket(l.users, user, userFailEvery, userFailBurst, now).AllowN(now, 1)
+	l.bucket(l.addrs, addr, addrFailEvery, addrFailBurst, now).AllowN(now, 1)
+}
+
+func untilOne(b *rate.Limiter, now time.Time) time.Duration {
+	tokens := b.TokensAt(now)
+	if tokens >= 1 {
+		return 0
 	}
-	return 0, func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		t := time.Now()
-		ru.CancelAt(t)
-		ra.CancelAt(t)
-	}
+	return time.Duration((1 - tokens) / float64(b.Limit()) * float64(time.Second))
 }
 
 func (l *signInLimits) bucket(m map[string]*rate.Limiter, key string, every time.Duration, burst int, now time.Time) *rate.Limiter {
