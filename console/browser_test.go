@@ -95,7 +95,10 @@ type shooter struct {
 	dir string
 }
 
-func (s shooter) shoot(name string) {
+func (s shooter) shoot(name string) { s.shootAt(name, "") }
+
+// shootAt scrolls the element sel (if any) into view at each size first.
+func (s shooter) shootAt(name, sel string) {
 	s.t.Helper()
 	for _, size := range []struct {
 		suffix string
@@ -103,9 +106,12 @@ func (s shooter) shoot(name string) {
 		opts   []chromedp.EmulateViewportOption
 	}{
 		{"", 1366, 768, nil},
-		{"-phone", 390, 844, []chromedp.EmulateViewportOption{chromedp.EmulateScale(2), chromedp.EmulateMobile, chromedp.EmulatePortrait}},
+		{"-phone", 390, 844, []chromedp.EmulateViewportOption{chromedp.EmulateScale(1), chromedp.EmulateMobile, chromedp.EmulatePortrait}},
 	} {
 		run(s.t, s.ctx, "viewport", chromedp.EmulateViewport(size.w, size.h, size.opts...), chromedp.Sleep(150*time.Millisecond))
+		if sel != "" {
+			run(s.t, s.ctx, "scroll", chromedp.ScrollIntoView(chromedp.CSS(sel)), chromedp.Sleep(300*time.Millisecond))
+		}
 		png := get(s.t, s.ctx, "screenshot "+name, chromedp.CaptureScreenshot())
 		if err := os.WriteFile(filepath.Join(s.dir, name+size.suffix+".png"), png, 0o644); err != nil {
 			s.t.Fatal(err)
@@ -239,7 +245,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	shots.shoot("order")
 	// Its timeline, the first body opened.
 	run(t, ctx, "open a body", chromedp.Click(chromedp.CSS(`ol.timeline details summary`)))
-	shots.shoot("order-timeline")
+	shots.shootAt("order-timeline", `ol.timeline details[open]`)
 
 	// The PDF: inline and as a download, the bytes stored.
 	f, err := e.Store.FileInfo("WEB-20261201-0001")
@@ -259,8 +265,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if n := get(t, ctx, "embedded PDF", chromedp.Evaluate[int](`document.querySelectorAll('object.pdf[type="application/pdf"]').length`)); n != 1 {
 		t.Errorf("the PDF is not embedded in the page")
 	}
-	run(t, ctx, "scroll to the PDF", chromedp.ScrollIntoView(chromedp.CSS(`object.pdf`)), chromedp.Sleep(500*time.Millisecond))
-	shots.shoot("order-pdf")
+	shots.shootAt("order-pdf", `object.pdf`)
 
 	// A dead delivery, retried.
 	run(t, ctx, "deliveries", chromedp.Navigate(base+"/console/deliveries"), chromedp.WaitVisible(chromedp.CSS(`table.list`)))

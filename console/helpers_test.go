@@ -63,7 +63,7 @@ type env struct {
 }
 
 // startEnv starts the gateway; configure may change its configuration.
-func startEnv(t *testing.T, driver string, configure func(*config.Config)) *env {
+func startEnv(t testing.TB, driver string, configure func(*config.Config)) *env {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -117,7 +117,7 @@ func application(org, orderNo, xmcode, bdcode string) map[string]any {
 
 // issuedOrder applies through the API and waits until SIM issued the order
 // with its PDF.
-func (e *env) issuedOrder(t *testing.T, orderNo, xmcode, bdcode string) {
+func (e *env) issuedOrder(t testing.TB, orderNo, xmcode, bdcode string) {
 	t.Helper()
 	if st, body := e.API(t, http.MethodPost, "/v1/guarantees", application("SIM", orderNo, xmcode, bdcode)); st != http.StatusCreated {
 		t.Fatalf("apply %s: %d %s", orderNo, st, body)
@@ -146,7 +146,7 @@ func (e *env) issuedOrder(t *testing.T, orderNo, xmcode, bdcode string) {
 // attempts: an order of DOWN's (its apply unanswered), the lot's final
 // state pushed (the first try fails), one run of the redelivery job (the
 // last try fails). It returns the delivery's id.
-func (e *env) deadDelivery(t *testing.T, orderNo, xmcode, bdcode string) int64 {
+func (e *env) deadDelivery(t testing.TB, orderNo, xmcode, bdcode string) int64 {
 	t.Helper()
 	if st, body := e.API(t, http.MethodPost, "/v1/guarantees", application("DOWN", orderNo, xmcode, bdcode)); st != http.StatusAccepted {
 		t.Fatalf("apply to DOWN: %d %s", st, body)
@@ -186,12 +186,12 @@ func (e *env) deadDelivery(t *testing.T, orderNo, xmcode, bdcode string) int64 {
 
 // browser is an HTTP client with cookies, as a browser would hold them.
 type browser struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	c    *http.Client
 }
 
-func newBrowser(t *testing.T, base string) *browser {
+func newBrowser(t testing.TB, base string) *browser {
 	jar, _ := cookiejar.New(nil)
 	return &browser{t: t, base: base, c: &http.Client{Jar: jar, Timeout: 30 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
@@ -224,7 +224,7 @@ func (b *browser) post(path string, form url.Values) (*http.Response, string) {
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
 // csrf is the CSRF token a page's forms carry.
-func csrf(t *testing.T, page string) string {
+func csrf(t testing.TB, page string) string {
 	t.Helper()
 	m := csrfField.FindStringSubmatch(page)
 	if m == nil {
