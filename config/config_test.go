@@ -927,3 +927,22 @@ institutions:
 		t.Errorf("merged: B1 %v %v, B2 %v %v %v", b1.Cipher, b1.Timeout, b2.Cipher, b2.Timeout, b2.AppKey)
 	}
 }
+
+// TestConsoleUserFromEnvironment: a console user's hash can come from the
+// environment, the user named as an institution is (GATEWAY_CONSOLE_USERS_
+// <NAME>_PASSWORD_HASH), and it prints redacted.
+func TestConsoleUserFromEnvironment(t *testing.T) {
+	const hash = "$2a$10$cjagT4FzcWPiOh9Rzl.MZOG/2nogSSw.ZzcipMYkUgfOb8g9FJxq."
+	c := mustParse(t, minimalYAML+`
+console:
+  users:
+    - {name: wang.wu, password_hash: "${WANGWU_HASH}", role: viewer}
+`, env(map[string]string{"GATEWAY_CONSOLE_USERS_WANG_WU_PASSWORD_HASH": hash}))
+	u, ok := c.Console.User("wang.wu")
+	if !ok || u.PasswordHash != hash || u.Role != RoleViewer || c.Console.SessionTTL != 8*time.Hour || c.Console.TimeZone != "Asia/Shanghai" {
+		t.Fatalf("console: %+v", c.Console)
+	}
+	if s := c.String(); strings.Contains(s, hash) || !strings.Contains(s, "password_hash: <redacted>") {
+		t.Errorf("printed config shows the hash:\n%s", s)
+	}
+}

@@ -73,7 +73,7 @@ func (s *server) done(w http.ResponseWriter, r *http.Request, what, msg string, 
 		s.fail(w, r, err)
 		return
 	default:
-		setFlash(w, r, "error", what+"：未完成（"+code+"）。"+err.(*service.Error).Message)
+		setFlash(w, r, "error", what+"：未完成（"+code+"）。"+message(err))
 	}
 	http.Redirect(w, r, to, http.StatusSeeOther)
 }

@@ -320,3 +320,12 @@ func (w *statusWriter) code() int {
 	}
 	return w.status
 }
+
+// message is what a service error says to the operator.
+func message(err error) string {
+	var e *service.Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "内部错误"
+}

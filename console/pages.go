@@ -97,7 +97,7 @@ func (s *server) orders(w http.ResponseWriter, r *http.Request) {
 	rows, err := s.Console.Orders(r.Context(), service.ListQuery{Search: p.Q, Status: p.Status, OrgCode: p.OrgCode,
 		Flag: p.Flag, From: from, To: to, Cursor: p.Cursor, Limit: pageSize})
 	if service.ErrorCode(err) == service.EInvalid {
-		p.Error = err.(*service.Error).Message
+		p.Error = message(err)
 		vw.Data = p
 		s.render(w, r, http.StatusBadRequest, "orders", vw)
 		return
@@ -238,7 +238,7 @@ func (s *server) callbacks(w http.ResponseWriter, r *http.Request) {
 	page, err := s.Console.Callbacks(r.Context(), service.CallbackQuery{OrgCode: p.OrgCode, Kind: p.Kind, Result: p.Result,
 		Errcode: p.Errcode, OrderNo: p.OrderNo, From: from, To: to, Cursor: q.Get("cursor"), Limit: pageSize})
 	if service.ErrorCode(err) == service.EInvalid {
-		p.Error = err.(*service.Error).Message
+		p.Error = message(err)
 		vw.Data = p
 		s.render(w, r, http.StatusBadRequest, "callbacks", vw)
 		return
