@@ -22,6 +22,8 @@ type Config struct {
 	Institutions []Institution `yaml:"institutions" envkey:"orgcode"` // GATEWAY_INSTITUTIONS_<ORGCODE>_<FIELD>
 	Jobs         Jobs          `yaml:"jobs"`
 	Log          Log           `yaml:"log"`
+	// Console is the operators' web console (console.go).
+	Console Console `yaml:"console"`
 	// Sim runs the simulated institution in process (banksim) for the demo
 	// and `go run .`; production configs leave it out.
 	Sim *Sim `yaml:"sim"`

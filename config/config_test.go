@@ -78,6 +78,14 @@ jobs:
 log:
   level: debug
   format: json
+console:
+  addr: "127.0.0.1:9444"
+  session_ttl: 1h
+  time_zone: UTC
+  users:
+    - name: ops.li
+      password_hash: "$2a$10$cjagT4FzcWPiOh9Rzl.MZOG/2nogSSw.ZzcipMYkUgfOb8g9FJxq."
+      role: operator
 sim:
   orgcode: INS-02
   addr: "127.0.0.1:9999"
@@ -153,6 +161,8 @@ func TestLoadFull(t *testing.T) {
 			Lease: 30 * time.Second, Disabled: true,
 		},
 		Log: Log{Level: "debug", Format: "json"},
+		Console: Console{Addr: "127.0.0.1:9444", SessionTTL: time.Hour, TimeZone: "UTC", Users: []ConsoleUser{{Name: "ops.li",
+			PasswordHash: "$2a$10$cjagT4FzcWPiOh9Rzl.MZOG/2nogSSw.ZzcipMYkUgfOb8g9FJxq.", Role: RoleOperator}}},
 		Sim: &Sim{OrgCode: "INS-02", Addr: "127.0.0.1:9999", PayDelay: 0, IssueDelay: 500 * time.Millisecond},
 	}
 	if !reflect.DeepEqual(*c, want) {
@@ -162,7 +172,7 @@ func TestLoadFull(t *testing.T) {
 
 // fields prints a config with its secrets, for failure messages.
 func fields(c Config) string {
-	return fmt.Sprintf("%+v %+v %+v %+v %+v %+v %+v %+v", c.Server, *c.Server.TLS, c.Database.DSN, c.API.Tokens, c.Institutions, c.Jobs, c.Log, c.Sim)
+	return fmt.Sprintf("%+v %+v %+v %+v %+v %+v %+v %+v %+v", c.Server, *c.Server.TLS, c.Database.DSN, c.API.Tokens, c.Institutions, c.Jobs, c.Log, c.Console, c.Sim)
 }
 
 func TestDefaults(t *testing.T) {
@@ -504,6 +514,8 @@ func validConfig(t *testing.T) *Config {
     app_key: k2
     app_secret: "0123456789abcdef0123456789abcdef"
 sim: {orgcode: BANK02}
+console:
+  users: [{name: ops.li, password_hash: "$2a$10$cjagT4FzcWPiOh9Rzl.MZOG/2nogSSw.ZzcipMYkUgfOb8g9FJxq.", role: operator}]
 `, noEnv)
 }
 
@@ -632,6 +644,27 @@ func TestValidate(t *testing.T) {
 			[]string{`sim.orgcode: "NOPE" names no configured institution`}},
 		{"sim addr", func(c *Config) { c.Sim.Addr = "nowhere" },
 			[]string{`sim.addr: "nowhere" is not host:port`}},
+		{"console addr", func(c *Config) { c.Console.Addr = "8081" },
+			[]string{`console.addr: "8081" is not host:port`}},
+		{"console addr is server.addr", func(c *Config) { c.Console.Addr = c.Server.Addr },
+			[]string{"console.addr: is server.addr"}},
+		{"console session_ttl", func(c *Config) { c.Console.SessionTTL = time.Second },
+			[]string{"console.session_ttl: must be at least 1m, got 1s"}},
+		{"console time_zone", func(c *Config) { c.Console.TimeZone = "Beijing" },
+			[]string{`console.time_zone: unknown time zone "Beijing"`}},
+		{"console user name", func(c *Config) { c.Console.Users[0].Name = "li si" },
+			[]string{`console.users[0].name: "li si": use at most 64 letters, digits and . _ @ -`}},
+		{"console user duplicate", func(c *Config) { c.Console.Users = append(c.Console.Users, c.Console.Users[0]) },
+			[]string{`console.users[1].name: duplicate "ops.li"`}},
+		{"console user no hash", func(c *Config) { c.Console.Users[0].PasswordHash = "" },
+			[]string{"console.users[ops.li].password_hash: empty (make one with `gateway password`)"}},
+		{"console user plain password", func(c *Config) { c.Console.Users[0].PasswordHash = "secret-password" },
+			[]string{"console.users[ops.li].password_hash: not a bcrypt hash"}},
+		{"console user weak hash", func(c *Config) {
+			c.Console.Users[0].PasswordHash = "$2a$04$0mN5rIAZsIUyRXtbxuKDEu84MnBDxkA1HjbX4uDL7tq9h5I6NH0gy"
+		}, []string{"console.users[ops.li].password_hash: bcrypt cost 4 is below 10"}},
+		{"console user role", func(c *Config) { c.Console.Users[0].Role = "admin" },
+			[]string{`console.users[ops.li].role: unknown role "admin" (viewer or operator)`}},
 		{"several at once", func(c *Config) {
 			c.Database.Driver = "postgres"
 			c.Log.Format = "xml"
@@ -877,13 +910,16 @@ func TestDefaultConfigFile(t *testing.T) {
 	if c.Server.Addr != "127.0.0.1:8080" {
 		t.Errorf("server.addr = %q; the shipped config.yaml must listen on loopback only", c.Server.Addr)
 	}
-	if got := c.InsecureDefaults(); !reflect.DeepEqual(got, []string{"api.tokens[0]", "institutions[SIM].app_secret"}) {
+	if got := c.InsecureDefaults(); !reflect.DeepEqual(got, []string{"api.tokens[0]", "institutions[SIM].app_secret",
+		"console.users[0].password_hash"}) {
 		t.Errorf("InsecureDefaults() = %q", got)
 	}
 
 	c, err = Load("../config.yaml", env(map[string]string{
 		"GATEWAY_API_TOKEN": "prod-token-0123456789abcdef",
 		"SIM_APP_SECRET":    "another-secret-0123456789abcdef!",
+		// bcrypt of another password
+		"GATEWAY_CONSOLE_USERS_DEMO_PASSWORD_HASH": "$2a$10$7EqJtq98hPqEX7fNZaFWoOhi5BWX4Z2FG7m2OwlZ8xGSGHsWdR5Wm",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -892,7 +928,7 @@ func TestDefaultConfigFile(t *testing.T) {
 		t.Errorf("environment not used: %q %q", c.API.Tokens, c.Institutions[0].AppSecret)
 	}
 	if got := c.InsecureDefaults(); len(got) != 0 {
-		t.Errorf("InsecureDefaults() = %q with both secrets set", got)
+		t.Errorf("InsecureDefaults() = %q with every secret set", got)
 	}
 }
 
@@ -931,5 +967,24 @@ institutions:
 	b1, b2 := c.Institutions[0], c.Institutions[1]
 	if b2.Cipher.Mode != "cbc" || b2.Cipher.Encoding != "hex" || b2.Timeout != 9*time.Second || b1.Timeout != 3*time.Second || b2.AppKey != "k2" {
 		t.Errorf("merged: B1 %v %v, B2 %v %v %v", b1.Cipher, b1.Timeout, b2.Cipher, b2.Timeout, b2.AppKey)
+	}
+}
+
+// TestConsoleUserFromEnvironment: a console user's hash can come from the
+// environment, the user named as an institution is (GATEWAY_CONSOLE_USERS_
+// <NAME>_PASSWORD_HASH), and it prints redacted.
+func TestConsoleUserFromEnvironment(t *testing.T) {
+	const hash = "$2a$10$cjagT4FzcWPiOh9Rzl.MZOG/2nogSSw.ZzcipMYkUgfOb8g9FJxq."
+	c := mustParse(t, minimalYAML+`
+console:
+  users:
+    - {name: wang.wu, password_hash: "${WANGWU_HASH}", role: viewer}
+`, env(map[string]string{"GATEWAY_CONSOLE_USERS_WANG_WU_PASSWORD_HASH": hash}))
+	u, ok := c.Console.User("wang.wu")
+	if !ok || u.PasswordHash != hash || u.Role != RoleViewer || c.Console.SessionTTL != 8*time.Hour || c.Console.TimeZone != "Asia/Shanghai" {
+		t.Fatalf("console: %+v", c.Console)
+	}
+	if s := c.String(); strings.Contains(s, hash) || !strings.Contains(s, "password_hash: <redacted>") {
+		t.Errorf("printed config shows the hash:\n%s", s)
 	}
 }

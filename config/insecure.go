@@ -10,6 +10,9 @@ const (
 	// ShippedSimSecret is config.yaml's app_secret of the simulated
 	// institution when SIM_APP_SECRET is unset, and banksim's default.
 	ShippedSimSecret = "simsecret0123456"
+	// ShippedConsoleHash is the bcrypt hash of config.yaml's demo console
+	// operator's password, which the README prints.
+	ShippedConsoleHash = "$2a$12$GGvcCgsKkzOF2KNVBETchuPZCq9XFeasPu/7ihPgi4CT210gYAHaG"
 )
 
 // InsecureDefaults names each shipped secret still in force, by the path
@@ -30,6 +33,11 @@ func (c *Config) InsecureDefaults() []string {
 				name = "institutions[" + in.OrgCode + "]"
 			}
 			out = append(out, name+".app_secret")
+		}
+	}
+	for i, u := range c.Console.Users {
+		if u.PasswordHash == ShippedConsoleHash {
+			out = append(out, indexPath("console.users", i)+".password_hash")
 		}
 	}
 	return out

@@ -74,6 +74,7 @@ func (c *Config) validate(unset map[string][]string) []error {
 	c.validateInstitutions(v)
 	c.validateJobs(v)
 	c.validateLog(v)
+	c.validateConsole(v)
 	c.validateSim(v)
 	return v.errs
 }

@@ -37,6 +37,7 @@ type Gateway struct {
 	jobs     *service.Scheduler
 	metrics  *service.PrometheusMetrics
 	handler  http.Handler
+	console  consoleServer // the operators' console (console.go)
 
 	mu      sync.Mutex
 	srv     *http.Server
@@ -131,10 +132,11 @@ func (g *Gateway) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	g.handler = handler.NewServer(handler.Deps{Service: g.svc, Log: log, Tokens: cfg.API.Tokens,
+	api := handler.NewServer(handler.Deps{Service: g.svc, Log: log, Tokens: cfg.API.Tokens,
 		Metrics: g.metrics.Handler(), NotifyBodyLimit: cfg.Server.NotifyBodyLimit,
 		CallbackBodyLimit: cfg.Server.CallbackBodyLimit})
-	return nil
+	g.handler, err = g.withConsole(api)
+	return err
 }
 
 // warnInsecureDefaults warns of each secret shipped with the gateway (the
@@ -176,7 +178,8 @@ func institutions(list []config.Institution) ([]*service.Institution, error) {
 	return insts, nil
 }
 
-// Handler is the gateway's HTTP handler: callbacks, the /v1 API, operations.
+// Handler is the gateway's HTTP handler: callbacks, the /v1 API,
+// operations, and the console unless it has its own listener.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
 // Service is the gateway's service.
@@ -205,6 +208,11 @@ func (g *Gateway) Start() error {
 	if err != nil {
 		return fmt.Errorf("server.addr: listen %s: %w", cfg.Addr, err)
 	}
+	consoleLn, err := g.listenConsole()
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	// net/http's own complaints (TLS handshakes refused, say a client
 	// offering only TLS 1.1) go through logrus, so that the log stays JSON
 	// and an operator sees why an institution cannot connect.
@@ -229,6 +237,7 @@ func (g *Gateway) Start() error {
 		served <- err
 	}()
 	g.srv, g.ln, g.served = srv, ln, served
+	g.serveConsole(consoleLn)
 	g.jobs.Start()
 	g.log.WithFields(logrus.Fields{"addr": ln.Addr().String(), "driver": g.store.Driver(),
 		"institutions": len(g.cfg.Institutions), "instance": g.cfg.Server.Instance}).Info("gateway started")
@@ -286,7 +295,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.log.Info("shutting down")
 	var herr, serr error
 	if srv != nil {
-		herr = srv.Shutdown(ctx)
+		herr = errors.Join(srv.Shutdown(ctx), g.shutdownConsole(ctx))
 		serr = <-served
 	}
 	jerr := g.jobs.Stop(ctx)

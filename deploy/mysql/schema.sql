@@ -252,8 +252,43 @@ CREATE TABLE findings (
   order_no   VARCHAR(32) NOT NULL,
   detail     VARCHAR(512) NOT NULL,
   created_at DATETIME(3) NOT NULL,
+  -- who resolved it in the console, when, and why (migration 00005)
+  resolved_by VARCHAR(64) NOT NULL DEFAULT '',
+  resolved_at DATETIME(3) NULL,
+  note        VARCHAR(512) NOT NULL DEFAULT '',
   PRIMARY KEY (id),
   UNIQUE KEY uk_findings (run_date, kind, order_no)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- console_sessions: the operators' console's sign-ins, shared by every
+-- replica; id is the SHA-256 of the cookie's token, never the token.
+CREATE TABLE console_sessions (
+  id          CHAR(64) NOT NULL,
+  user_name   VARCHAR(64) NOT NULL,
+  csrf        CHAR(64) NOT NULL,
+  remote_addr VARCHAR(64) NOT NULL DEFAULT '',
+  created_at  DATETIME(3) NOT NULL,
+  expires_at  DATETIME(3) NOT NULL,
+  PRIMARY KEY (id),
+  KEY ix_console_sessions_expires (expires_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- console_actions: who did what through the console, and when.
+CREATE TABLE console_actions (
+  id          BIGINT NOT NULL AUTO_INCREMENT,
+  user_name   VARCHAR(64) NOT NULL,
+  role        VARCHAR(16) NOT NULL,
+  action      VARCHAR(32) NOT NULL,
+  order_no    VARCHAR(64) NOT NULL DEFAULT '',
+  target      VARCHAR(128) NOT NULL DEFAULT '',
+  result      VARCHAR(32) NOT NULL,
+  detail      VARCHAR(512) NOT NULL DEFAULT '',
+  remote_addr VARCHAR(64) NOT NULL DEFAULT '',
+  request_id  VARCHAR(64) NOT NULL DEFAULT '',
+  created_at  DATETIME(3) NOT NULL,
+  finished_at DATETIME(3) NULL,
+  PRIMARY KEY (id),
+  KEY ix_console_actions_order (order_no, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- goose_db_version: the migrations applied (pressly/goose). Keep the last
@@ -265,4 +300,4 @@ CREATE TABLE goose_db_version (
   tstamp     DATETIME NULL DEFAULT CURRENT_TIMESTAMP,
   PRIMARY KEY (id)
 );
-INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, 1), (1, 1), (2, 1);
+INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, 1), (1, 1), (2, 1), (5, 1);
