@@ -297,8 +297,8 @@ func gatewaysDBWork(gws []*gatewayProc, ops ...string) dbWork {
 				l = "op="
 			}
 			w.total += metricSum(url, "gateway_db_transactions_total", l)
-			w.retried += metricSum(url, "gateway_db_transactions_total", l, `outcome="retried"`)
-			w.exhausted += metricSum(url, "gateway_db_transactions_total", l, `outcome="exhausted"`)
+			w.retried += metricSum(url, "gateway_db_transactions_total", l, `result="retried"`)
+			w.exhausted += metricSum(url, "gateway_db_transactions_total", l, `result="exhausted"`)
 			w.retries += metricSum(url, "gateway_db_retries_total", l)
 		}
 	}

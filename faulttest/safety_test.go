@@ -130,8 +130,12 @@ func bodyMemory(t *testing.T, driver string) {
 		return growth, answers
 	}
 
+	// A client that writes its whole body before it reads sees the
+	// connection closed under it (a transport error) as often as the
+	// answer, the more so on a loaded machine: either is a refusal that
+	// read no body (handler's TestDoorRefusalsReadNoBody checks the answer).
 	if growth, answers := measure("made-up keys", "made-up-key"); growth >= 32<<20 ||
-		answers["200/0/100001"]+answers["transport"] != n || answers["200/0/100001"] == 0 {
+		answers["200/0/100001"]+answers["transport"] != n {
 		t.Errorf("64 keyless 30 MiB bodies: memory +%d MiB, answers %v; want under 32 MiB, all 100001 (or cut off)", growth>>20, answers)
 	}
 	growth, answers := measure("legal notices", faultInst.AppKey)

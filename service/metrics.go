@@ -79,14 +79,14 @@ func (m *PrometheusMetrics) CallbackBatch(kind, result string, n int) {
 // DBWork counts one transaction or write on the pool, and the times it was
 // run again; it is the store's model.Retry.Observe.
 func (m *PrometheusMetrics) DBWork(op string, retries int, exhausted bool) {
-	outcome := "first_try"
+	result := "first_try"
 	switch {
 	case exhausted:
-		outcome = "exhausted"
+		result = "exhausted"
 	case retries > 0:
-		outcome = "retried"
+		result = "retried"
 	}
-	m.dbWork.WithLabelValues(op, outcome).Inc()
+	m.dbWork.WithLabelValues(op, result).Inc()
 	if retries > 0 {
 		m.dbRetries.WithLabelValues(op).Add(float64(retries))
 	}
