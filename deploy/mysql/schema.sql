@@ -88,7 +88,16 @@ CREATE TABLE orders (
   UNIQUE KEY uk_orders_active (applicant_code, project_code, lot_code, active_slot),
   KEY ix_orders_due (status, next_check_at),
   KEY ix_orders_lot (project_code, lot_code),
-  KEY ix_orders_org_status (org_code, status)
+  KEY ix_orders_org_status (org_code, status),
+  KEY ix_orders_lease (lease_owner),
+  KEY ix_orders_status (status),
+  KEY ix_orders_org (org_code),
+  KEY ix_orders_flag (flag),
+  KEY ix_orders_guarantee_no (guarantee_no),
+  KEY ix_orders_applicant_name (applicant_name),
+  KEY ix_orders_created (created_at),
+  KEY ix_orders_updated (updated_at),
+  KEY ix_orders_opening (opening_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- order_events: the history of an order, oldest first (status changes and
@@ -126,7 +135,8 @@ CREATE TABLE payments (
   PRIMARY KEY (id),
   UNIQUE KEY uk_payments_dedup (dedup_key),
   KEY ix_payments_order (order_no),
-  KEY ix_payments_paid_at (paid_at)
+  KEY ix_payments_paid_at (paid_at),
+  KEY ix_payments_created (created_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- guarantee_files: the guarantee PDF, stored once per order (up to the
@@ -170,7 +180,8 @@ CREATE TABLE callbacks (
   PRIMARY KEY (id),
   UNIQUE KEY uk_callbacks_dedup (dedup_key),
   KEY ix_callbacks_order (order_no),
-  KEY ix_callbacks_received (received_at)
+  KEY ix_callbacks_received (received_at),
+  KEY ix_callbacks_org_received (org_code, received_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- outbound_calls: audit of every attempt to call an institution (apply,
@@ -231,7 +242,8 @@ CREATE TABLE deliveries (
   updated_at      DATETIME(3) NOT NULL,
   PRIMARY KEY (id),
   UNIQUE KEY uk_deliveries_push_org (push_id, org_code),
-  KEY ix_deliveries_due (status, next_attempt_at)
+  KEY ix_deliveries_due (status, next_attempt_at),
+  KEY ix_deliveries_lease (lease_owner)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- job_leases: which instance runs a whole-table job (the reconciliation)
@@ -291,6 +303,15 @@ CREATE TABLE console_actions (
   KEY ix_console_actions_order (order_no, id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- job_marks: where a job that works through history by time stopped last
+-- (the incremental reconciliation, the retention job; migration 00006).
+CREATE TABLE job_marks (
+  name       VARCHAR(64) NOT NULL,
+  mark_at    DATETIME(3) NOT NULL,
+  updated_at DATETIME(3) NOT NULL,
+  PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 -- goose_db_version: the migrations applied (pressly/goose). Keep the last
 -- version_id equal to the newest file in model/migrations/mysql.
 CREATE TABLE goose_db_version (
@@ -300,4 +321,4 @@ CREATE TABLE goose_db_version (
   tstamp     DATETIME NULL DEFAULT CURRENT_TIMESTAMP,
   PRIMARY KEY (id)
 );
-INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, 1), (1, 1), (2, 1), (5, 1);
+INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, 1), (1, 1), (2, 1), (5, 1), (6, 1);

@@ -1,0 +1,52 @@
+-- +goose Up
+-- Years of data (docs/operations.md, "At size"): every job's claim, every
+-- list filter and the shutdown's lease release read rows in proportion to
+-- their work, not to the orders ever created.
+
+-- The shutdown's lease release reads its own tokens as a range of this
+-- index, so that it locks no other instance's rows.
+ALTER TABLE orders
+  ADD KEY ix_orders_lease (lease_owner),
+  -- list filters, newest first: InnoDB appends the primary key to a
+  -- secondary index, so (col) serves WHERE col = ? ORDER BY id DESC.
+  ADD KEY ix_orders_status (status),
+  ADD KEY ix_orders_org (org_code),
+  ADD KEY ix_orders_flag (flag),
+  ADD KEY ix_orders_guarantee_no (guarantee_no),
+  ADD KEY ix_orders_applicant_name (applicant_name),
+  ADD KEY ix_orders_created (created_at),
+  -- the incremental reconciliation: what changed, and whose bid opened,
+  -- since its last run
+  ADD KEY ix_orders_updated (updated_at),
+  ADD KEY ix_orders_opening (opening_at);
+ALTER TABLE deliveries ADD KEY ix_deliveries_lease (lease_owner);
+ALTER TABLE payments ADD KEY ix_payments_created (created_at);
+ALTER TABLE callbacks ADD KEY ix_callbacks_org_received (org_code, received_at);
+
+-- An order waits for a job only while next_check_at is set: orders whose
+-- next_check_at stayed behind while nothing was due (issued with the PDF
+-- stored, flagged, ended) would be read past by every claim.
+UPDATE orders SET next_check_at = NULL
+WHERE next_check_at IS NOT NULL
+  AND NOT (status = 'processing'
+        OR (status = 'applying' AND flag <> 'apply_unconfirmed')
+        OR (status = 'issued' AND file_pending = 1 AND guarantee_no IS NOT NULL AND pull_url <> ''));
+
+-- Where a job that works through history by time stopped last (the
+-- incremental reconciliation, the retention job): it starts there next.
+CREATE TABLE job_marks (
+  name       VARCHAR(64) NOT NULL,
+  mark_at    DATETIME(3) NOT NULL,
+  updated_at DATETIME(3) NOT NULL,
+  PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- +goose Down
+DROP TABLE job_marks;
+ALTER TABLE callbacks DROP KEY ix_callbacks_org_received;
+ALTER TABLE payments DROP KEY ix_payments_created;
+ALTER TABLE deliveries DROP KEY ix_deliveries_lease;
+ALTER TABLE orders
+  DROP KEY ix_orders_opening, DROP KEY ix_orders_updated, DROP KEY ix_orders_created,
+  DROP KEY ix_orders_applicant_name, DROP KEY ix_orders_guarantee_no, DROP KEY ix_orders_flag,
+  DROP KEY ix_orders_org, DROP KEY ix_orders_status, DROP KEY ix_orders_lease;

@@ -1,0 +1,43 @@
+-- +goose Up
+-- As mysql/00006_scale.sql: the indexes that keep every claim, list filter
+-- and lease release in proportion to its work, next_check_at cleared where
+-- nothing is due, and the jobs' marks.
+CREATE INDEX ix_orders_lease ON orders (lease_owner);
+CREATE INDEX ix_orders_status ON orders (status);
+CREATE INDEX ix_orders_org ON orders (org_code);
+CREATE INDEX ix_orders_flag ON orders (flag);
+CREATE INDEX ix_orders_guarantee_no ON orders (guarantee_no);
+CREATE INDEX ix_orders_applicant_name ON orders (applicant_name);
+CREATE INDEX ix_orders_created ON orders (created_at);
+CREATE INDEX ix_orders_updated ON orders (updated_at);
+CREATE INDEX ix_orders_opening ON orders (opening_at);
+CREATE INDEX ix_deliveries_lease ON deliveries (lease_owner);
+CREATE INDEX ix_payments_created ON payments (created_at);
+CREATE INDEX ix_callbacks_org_received ON callbacks (org_code, received_at);
+
+UPDATE orders SET next_check_at = NULL
+WHERE next_check_at IS NOT NULL
+  AND NOT (status = 'processing'
+        OR (status = 'applying' AND flag <> 'apply_unconfirmed')
+        OR (status = 'issued' AND file_pending = 1 AND guarantee_no IS NOT NULL AND pull_url <> ''));
+
+CREATE TABLE job_marks (
+  name       VARCHAR(64) NOT NULL PRIMARY KEY,
+  mark_at    DATETIME NOT NULL,
+  updated_at DATETIME NOT NULL
+);
+
+-- +goose Down
+DROP TABLE job_marks;
+DROP INDEX ix_callbacks_org_received;
+DROP INDEX ix_payments_created;
+DROP INDEX ix_deliveries_lease;
+DROP INDEX ix_orders_opening;
+DROP INDEX ix_orders_updated;
+DROP INDEX ix_orders_created;
+DROP INDEX ix_orders_applicant_name;
+DROP INDEX ix_orders_guarantee_no;
+DROP INDEX ix_orders_flag;
+DROP INDEX ix_orders_org;
+DROP INDEX ix_orders_status;
+DROP INDEX ix_orders_lease;
