@@ -21,6 +21,7 @@ import (
 	"github.com/procurement/gateway/gateway"
 	"github.com/procurement/gateway/tools/demo"
 	"github.com/procurement/gateway/tools/loadtest"
+	"github.com/procurement/gateway/tools/scale"
 )
 
 // The SIM institution of config.yaml: the demo plays it, and the load test
@@ -188,6 +189,35 @@ func runLoadtest(ctx context.Context, args []string, getenv func(string) string,
 	_, err = loadtest.Run(ctx, lc)
 	err = errors.Join(err, stop())
 	fmt.Fprintf(stdout, "gateway log: %s\n", logFile.Name())
+	return err
+}
+
+// runScale measures the same work on a small and a large database (package
+// scale) and prints them side by side with their growth; it fails when a
+// target is missed.
+func runScale(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("scale", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	small := fs.String("small-dsn", "", "MariaDB/MySQL DSN of the small database (10,000 orders), filled and migrated")
+	large := fs.String("large-dsn", "", "MariaDB/MySQL DSN of the large database (1,000,000 orders), filled and migrated")
+	batch := fs.Int("batch", scale.DefaultBatchSize, "the scheduler's jobs.batch_size: the claims' batch")
+	callbacks := fs.Int("callbacks", scale.DefaultCallbacks, "orders made for the rolling restart's callbacks")
+	timeout := fs.Duration("timeout", 4*time.Minute, "bound of the measurements of one database")
+	logPath := fs.String("log", "", "the gateways' log file (default: a temporary file)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("scale: unexpected arguments %q", fs.Args())
+	}
+	logFile, err := openLog(*logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	_, err = scale.Run(ctx, scale.Config{SmallDSN: *small, LargeDSN: *large, BatchSize: *batch, Callbacks: *callbacks,
+		Timeout: *timeout, Out: stdout, Log: logFile, Progress: stderr})
+	fmt.Fprintf(stdout, "gateways' log: %s\n", logFile.Name())
 	return err
 }
 

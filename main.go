@@ -8,6 +8,7 @@
 //	gateway banksim [-addr 127.0.0.1:8090]  run the simulated institution alone
 //	gateway demo                            walk one whole lifecycle against banksim
 //	gateway loadtest [flags]                callback load against a gateway
+//	gateway scale [flags]                   the same work measured on 10k and on 1M orders
 //	gateway password                        read a password, print its bcrypt hash (console.users)
 //
 // main.go only wires: every part is built by its own constructor.
@@ -75,13 +76,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDemo(ctx, args, getenv, stdout, stderr)
 	case "loadtest":
 		return runLoadtest(ctx, args, getenv, stdout, stderr)
+	case "scale":
+		return runScale(ctx, args, getenv, stdout, stderr)
 	case "password":
 		return runPassword(os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: gateway [serve|migrate|config|banksim|demo|loadtest|password] [-config config.yaml]")
+		fmt.Fprintln(stdout, "usage: gateway [serve|migrate|config|banksim|demo|loadtest|scale|password] [-config config.yaml]")
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (serve, migrate, config, banksim, demo, loadtest, password)", cmd)
+	return fmt.Errorf("unknown command %q (serve, migrate, config, banksim, demo, loadtest, scale, password)", cmd)
 }
 
 func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (*config.Config, error) {
