@@ -202,7 +202,7 @@ func runScale(ctx context.Context, args []string, getenv func(string) string, st
 	large := fs.String("large-dsn", "", "MariaDB/MySQL DSN of the large database (1,000,000 orders), filled and migrated")
 	batch := fs.Int("batch", scale.DefaultBatchSize, "the scheduler's jobs.batch_size: the claims' batch")
 	callbacks := fs.Int("callbacks", scale.DefaultCallbacks, "orders made for the rolling restart's callbacks")
-	timeout := fs.Duration("timeout", 4*time.Minute, "bound of the measurements of one database")
+	timeout := fs.Duration("timeout", 10*time.Minute, "bound of the measurements of one database")
 	logPath := fs.String("log", "", "the gateways' log file (default: a temporary file)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -44,7 +44,7 @@ type Config struct {
 	// Callbacks is how many paystate callbacks the rolling restart may
 	// send, one per order created for it (default 3000).
 	Callbacks int
-	// Timeout bounds the measurements of one database (default 4 min).
+	// Timeout bounds the measurements of one database (default 10 min).
 	Timeout time.Duration
 	// Out receives the table; Log the gateways' logs (nil: discarded) and
 	// Progress a line per step (nil: none).
@@ -65,7 +65,7 @@ func (c *Config) defaults() {
 		c.Callbacks = DefaultCallbacks
 	}
 	if c.Timeout == 0 {
-		c.Timeout = 4 * time.Minute
+		c.Timeout = 10 * time.Minute
 	}
 	if c.Log == nil {
 		c.Log = io.Discard
@@ -249,8 +249,11 @@ func count(n int64) string {
 }
 
 func growth(g float64) string {
-	if math.IsNaN(g) {
+	switch {
+	case math.IsNaN(g):
 		return "–"
+	case g >= 10:
+		return fmt.Sprintf("×%.0f", g)
 	}
 	return fmt.Sprintf("×%.2g", g)
 }
