@@ -70,6 +70,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		fmt.Fprint(stdout, cfg.String())
 		return nil
+	case "reconcile":
+		return runReconcile(ctx, args, getenv, stdout, stderr)
 	case "banksim":
 		return runBanksim(ctx, args, getenv, stdout, stderr)
 	case "demo":
@@ -81,10 +83,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "password":
 		return runPassword(os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: gateway [serve|migrate|config|banksim|demo|loadtest|scale|password] [-config config.yaml]")
+		fmt.Fprintln(stdout, "usage: gateway [serve|migrate|config|reconcile|banksim|demo|loadtest|scale|password] [-config config.yaml]")
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (serve, migrate, config, banksim, demo, loadtest, scale, password)", cmd)
+	return fmt.Errorf("unknown command %q (serve, migrate, config, reconcile, banksim, demo, loadtest, scale, password)", cmd)
 }
 
 func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (*config.Config, error) {

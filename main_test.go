@@ -153,6 +153,28 @@ func TestMigrateCommand(t *testing.T) {
 	}
 }
 
+// gateway reconcile: the first run reads everything (no mark yet), the
+// next only what changed since, and --full everything again.
+func TestReconcileCommand(t *testing.T) {
+	env := envOf(map[string]string{"GATEWAY_DATABASE_DSN": filepath.Join(t.TempDir(), "r.db")})
+	var out bytes.Buffer
+	for i, c := range []struct{ args, want string }{
+		{"", "(full true)"}, {"", "(full false)"}, {"--full --date 2026-03-01", "reconciliation 2026-03-01 (full true)"},
+	} {
+		out.Reset()
+		args := append([]string{"reconcile", "-config", "config.yaml"}, strings.Fields(c.args)...)
+		if err := run(context.Background(), args, env, &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), c.want) {
+			t.Errorf("run %d: %q, want %q", i, out.String(), c.want)
+		}
+	}
+	if err := run(context.Background(), []string{"reconcile", "-config", "config.yaml", "--date", "March"}, env, io.Discard, io.Discard); err == nil {
+		t.Error("a date that is no day was taken")
+	}
+}
+
 func call(t *testing.T, method, url, body string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))

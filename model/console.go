@@ -390,14 +390,15 @@ func (q Queries) CountRefusalsSince(since time.Time) ([]CallbackCount, error) {
 }
 
 // LastAcceptedCallback returns when the institution's latest accepted
-// callback came, nil when none did. With an index on callbacks (org_code,
-// result, errcode, received_at) this is one descent of it; an accepted
+// callback came, nil when none did. It walks ix_callbacks_org (org_code,
+// then id) backwards from the newest, so it reads the institution's last
+// few callbacks, not its history; ids follow received_at. An accepted
 // callback is always answered 000000.
 func (q Queries) LastAcceptedCallback(orgCode string) (*time.Time, error) {
 	var c []Callback
 	err := q.db.Model(&Callback{}).Select("received_at").
 		Where("org_code = ? AND result = ? AND errcode = ?", orgCode, CallbackAccepted, "000000").
-		Order("received_at DESC").Limit(1).Find(&c).Error
+		Order("id DESC").Limit(1).Find(&c).Error
 	if err != nil {
 		return nil, fmt.Errorf("last callback of %s: %w", orgCode, err)
 	}

@@ -122,7 +122,7 @@ func (q Queries) CountDeliveries() (map[string]int64, error) {
 func (q Queries) ClaimDelivery(id int64, owner string, now, until time.Time) (bool, error) {
 	res := q.db.Model(&Delivery{}).
 		Where("id = ? AND status = ? AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?)", id, DeliveryPending, now.UTC(), now.UTC()).
-		Updates(map[string]any{"lease_owner": owner, "lease_until": until.UTC()})
+		UpdateColumns(map[string]any{"lease_owner": owner, "lease_until": until.UTC()})
 	if res.Error != nil {
 		return false, fmt.Errorf("claim delivery %d: %w", id, res.Error)
 	}

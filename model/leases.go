@@ -21,6 +21,10 @@ import (
 // A token names one claim (instance, job, random part), so that an instance
 // finishing late never releases or overwrites a lease that another claim
 // took after its own ran out: every later write is conditioned on the token.
+//
+// Lease writes use UpdateColumns, which leaves updated_at alone: a lease
+// is bookkeeping, not a change of the order, and updated_at is what the
+// incremental reconciliation reads as "changed since the last run".
 
 // OrderQueue is the work a job claims orders for.
 type OrderQueue int
@@ -97,7 +101,7 @@ func (q Queries) ClaimOrders(oq OrderQueue, token string, now, dueBy, until time
 		// in between is simply not ours.
 		upd, _ := oq.due(q.db.Model(&Order{}), dueBy)
 		res := upd.Where("id IN ?", ids).Where(leaseFree, now).
-			Updates(map[string]any{"lease_owner": token, "lease_until": until})
+			UpdateColumns(map[string]any{"lease_owner": token, "lease_until": until})
 		if Transient(res.Error) {
 			continue // lost a lock race with another claimer: read again
 		}
@@ -123,7 +127,7 @@ func (q Queries) ClaimOrders(oq OrderQueue, token string, now, dueBy, until time
 func (q Queries) RenewLeases(token string, until time.Time) (int64, error) {
 	var n int64
 	for _, table := range []any{&Order{}, &Delivery{}} {
-		res := q.db.Model(table).Where("lease_owner = ?", token).Update("lease_until", until.UTC())
+		res := q.db.Model(table).Where("lease_owner = ?", token).UpdateColumn("lease_until", until.UTC())
 		if res.Error != nil {
 			return n, fmt.Errorf("renew leases of %s: %w", token, res.Error)
 		}
@@ -151,7 +155,7 @@ func (q Queries) ReleaseLeases(token string, ids ...int64) (int64, error) {
 		return 0, nil
 	}
 	res := q.db.Model(&Order{}).Where("id IN ? AND lease_owner = ?", ids, token).
-		Updates(map[string]any{"lease_owner": "", "lease_until": nil})
+		UpdateColumns(map[string]any{"lease_owner": "", "lease_until": nil})
 	if res.Error != nil {
 		return 0, fmt.Errorf("release orders: %w", res.Error)
 	}
@@ -172,12 +176,12 @@ func (q Queries) ReleaseInstance(instance string) (orders, deliveries int64, err
 	cond := "lease_owner = ? OR (lease_owner >= ? AND lease_owner < ?)"
 	args := []any{instance, instance + "/", instance + "0"}
 	free := map[string]any{"lease_owner": "", "lease_until": nil}
-	res := q.db.Model(&Order{}).Where(cond, args...).Updates(free)
+	res := q.db.Model(&Order{}).Where(cond, args...).UpdateColumns(free)
 	if res.Error != nil {
 		return 0, 0, fmt.Errorf("release leases of %s: orders: %w", instance, res.Error)
 	}
 	orders = res.RowsAffected
-	res = q.db.Model(&Delivery{}).Where(cond, args...).Updates(free)
+	res = q.db.Model(&Delivery{}).Where(cond, args...).UpdateColumns(free)
 	if res.Error != nil {
 		return orders, 0, fmt.Errorf("release leases of %s: deliveries: %w", instance, res.Error)
 	}

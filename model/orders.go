@@ -1,9 +1,11 @@
 package model
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -228,7 +230,8 @@ type Issuance struct {
 	Issuer      *IssuerDetails // applynotify only
 	IssuedAt    time.Time      // zero when not told
 	// FileStored: the order's PDF is stored (this notice brought it, or an
-	// earlier one did). Otherwise the pull job is due at once (at Now).
+	// earlier one did). Otherwise the pull job is due at once (at Now), if
+	// it can pull (see pullDue).
 	FileStored bool
 	Now        time.Time
 }
@@ -239,7 +242,7 @@ func (i Issuance) change() OrderChange {
 	if i.FileStored {
 		c = c.NotDue()
 	} else {
-		c = c.DueAt(i.Now)
+		c = c.with("next_check_at", i.pullDue())
 	}
 	if i.GuaranteeNo != "" {
 		c = c.GuaranteeNo(i.GuaranteeNo)
@@ -254,6 +257,19 @@ func (i Issuance) change() OrderChange {
 		c = c.IssuedAt(i.IssuedAt)
 	}
 	return c
+}
+
+// pullDue is next_check_at of an issued order whose PDF is still to come:
+// Now when the pull job can fetch it (a pullurl and a bhno, known before or
+// told now), NULL when it cannot, so that the order waits for an
+// applynotify with the file instead of being read past by every claim.
+// A CASE in SQL, because only the row knows its pullurl; it reads the
+// row's values as they were before the UPDATE (guarantee_no is taken from
+// the notice when it brings one), as MySQL and SQLite would not agree on
+// the order of assignments.
+func (i Issuance) pullDue() clause.Expr {
+	return gorm.Expr("CASE WHEN pull_url <> '' AND (guarantee_no IS NOT NULL OR ? <> '') THEN ? ELSE NULL END",
+		i.GuaranteeNo, i.Now.UTC().Truncate(time.Millisecond))
 }
 
 // RecordIssuance moves an order in status from to issued with what the
@@ -293,32 +309,97 @@ type OrderFilter struct {
 // ListOrders returns orders newest first. Paging by id (a keyset cursor)
 // stays correct while new orders arrive: they get higher ids and never shift
 // a page that was already read.
+//
+// Every filter is served by an index whose entries are in id order within
+// a value (InnoDB appends the primary key to a secondary index), so a page
+// reads about as many rows as it returns, however many orders there are
+// (docs/operations.md, "At size"; model/explain_test.go checks the plans).
+// A search is one such query per column it may match, merged here: an OR
+// across columns would read the whole table.
 func (q Queries) ListOrders(f OrderFilter) ([]Order, error) {
-	db := q.db.Model(&Order{})
-	for col, v := range map[string]string{"project_code": f.ProjectCode, "lot_code": f.LotCode,
-		"status": string(f.Status), "org_code": f.OrgCode, "applicant_code": f.ApplicantCode, "flag": string(f.Flag)} {
-		if v != "" {
-			db = db.Where(col+" = ?", v)
+	db, err := q.filtered(f)
+	if err != nil {
+		return nil, err
+	}
+	if f.Search == "" {
+		var out []Order
+		if err := db.Order("id DESC").Limit(f.Limit).Find(&out).Error; err != nil {
+			return nil, fmt.Errorf("list orders: %w", err)
+		}
+		return out, nil
+	}
+	byID := map[int64]Order{}
+	for _, col := range []string{"order_no = ?", "guarantee_no = ?", "applicant_code = ?", "project_code = ?", "applicant_name LIKE ? ESCAPE '!'"} {
+		arg := f.Search
+		if strings.HasPrefix(col, "applicant_name") {
+			arg = likePrefix(f.Search)
+		}
+		var part []Order
+		if err := db.Session(&gorm.Session{}).Where(col, arg).Order("id DESC").Limit(f.Limit).Find(&part).Error; err != nil {
+			return nil, fmt.Errorf("list orders: search: %w", err)
+		}
+		for _, o := range part {
+			byID[o.ID] = o
 		}
 	}
-	if f.Search != "" {
-		db = db.Where("order_no = ? OR guarantee_no = ? OR applicant_code = ? OR project_code = ? OR applicant_name LIKE ? ESCAPE '!'",
-			f.Search, f.Search, f.Search, f.Search, likePrefix(f.Search))
+	out := slices.SortedFunc(maps.Values(byID), func(a, b Order) int { return cmp.Compare(b.ID, a.ID) })
+	if len(out) > f.Limit {
+		out = out[:f.Limit]
 	}
+	return out, nil
+}
+
+// createdMargin widens the id range that stands for a creation-time range:
+// ids follow created_at only as closely as the instances' clocks agree.
+const createdMargin = time.Minute
+
+// filtered is the orders that f's filters other than Search select.
+func (q Queries) filtered(f OrderFilter) (*gorm.DB, error) {
+	db := q.db.Model(&Order{})
+	for _, c := range []struct{ col, v string }{{"project_code", f.ProjectCode}, {"lot_code", f.LotCode},
+		{"status", string(f.Status)}, {"org_code", f.OrgCode}, {"applicant_code", f.ApplicantCode}, {"flag", string(f.Flag)}} {
+		if c.v != "" {
+			db = db.Where(c.col+" = ?", c.v)
+		}
+	}
+	// A creation-time range becomes an id range as well (two lookups in
+	// ix_orders_created), so that a page walks the primary key backwards
+	// from the range's end instead of sorting every order of the range.
 	if !f.CreatedFrom.IsZero() {
 		db = db.Where("created_at >= ?", f.CreatedFrom.UTC())
+		if id, ok, err := q.firstCreated(f.CreatedFrom.Add(-createdMargin)); err != nil {
+			return nil, err
+		} else if ok {
+			db = db.Where("id >= ?", id)
+		} else {
+			db = db.Where("1 = 0") // no order was created since
+		}
 	}
 	if !f.CreatedTo.IsZero() {
 		db = db.Where("created_at < ?", f.CreatedTo.UTC())
+		if id, ok, err := q.firstCreated(f.CreatedTo.Add(createdMargin)); err != nil {
+			return nil, err
+		} else if ok {
+			db = db.Where("id < ?", id)
+		}
 	}
 	if f.BeforeID > 0 {
 		db = db.Where("id < ?", f.BeforeID)
 	}
-	var out []Order
-	if err := db.Order("id DESC").Limit(f.Limit).Find(&out).Error; err != nil {
-		return nil, fmt.Errorf("list orders: %w", err)
+	return db, nil
+}
+
+// firstCreated returns the id of the first order created at or after t.
+func (q Queries) firstCreated(t time.Time) (int64, bool, error) {
+	var ids []int64
+	err := q.db.Model(&Order{}).Where("created_at >= ?", t.UTC()).Order("created_at, id").Limit(1).Pluck("id", &ids).Error
+	if err != nil {
+		return 0, false, fmt.Errorf("list orders: created range: %w", err)
 	}
-	return out, nil
+	if len(ids) == 0 {
+		return 0, false, nil
+	}
+	return ids[0], true, nil
 }
 
 // likePrefix is the LIKE pattern (ESCAPE '!') of the strings that start

@@ -1,7 +1,10 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/shopspring/decimal"
 )
@@ -17,6 +20,59 @@ func (q Queries) OrdersAfter(afterID int64, limit int) ([]Order, error) {
 	if err := q.db.Where("id > ?", afterID).Order("id").Limit(limit).Find(&out).Error; err != nil {
 		return nil, fmt.Errorf("orders after %d: %w", afterID, err)
 	}
+	return out, nil
+}
+
+// ChangedOrderIDs returns, in ascending order, the ids of the orders that
+// the incremental reconciliation looks at: those updated since `since`
+// (ix_orders_updated; a payment moves its order's updated_at in the same
+// transaction), those whose bid opened in [since, until) (ix_orders_opening:
+// an unissued paid order becomes a finding then, with no row changing),
+// and those of payments stored since (ix_payments_created, for a payment
+// stored by another path). Three index ranges, each as long as the changes
+// since the last run, never the history.
+func (q Queries) ChangedOrderIDs(since, until time.Time) ([]int64, error) {
+	since, until = since.UTC(), until.UTC()
+	var updated, opened, paid []int64
+	if err := q.db.Model(&Order{}).Where("updated_at >= ?", since).Pluck("id", &updated).Error; err != nil {
+		return nil, fmt.Errorf("changed orders: updated: %w", err)
+	}
+	if err := q.db.Model(&Order{}).Where("opening_at >= ? AND opening_at < ?", since, until).Pluck("id", &opened).Error; err != nil {
+		return nil, fmt.Errorf("changed orders: opened: %w", err)
+	}
+	err := q.db.Model(&Order{}).Where("order_no IN (?)",
+		q.db.Model(&Payment{}).Select("order_no").Where("created_at >= ?", since)).Pluck("id", &paid).Error
+	if err != nil {
+		return nil, fmt.Errorf("changed orders: paid: %w", err)
+	}
+	ids := slices.Concat(updated, opened, paid)
+	slices.Sort(ids)
+	return slices.Compact(ids), nil
+}
+
+// OrdersByIDs returns the orders with those ids, by id.
+func (q Queries) OrdersByIDs(ids []int64) ([]Order, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var out []Order
+	if err := q.db.Where("id IN ?", ids).Order("id").Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("orders by id: %w", err)
+	}
+	return out, nil
+}
+
+// OrphanPaymentsSince returns the payments stored since `since` whose
+// orderno names no order, by id: the incremental reconciliation's share of
+// OrphanPayments, read through ix_payments_created.
+func (q Queries) OrphanPaymentsSince(since time.Time) ([]Payment, error) {
+	var out []Payment
+	err := q.db.Where("created_at >= ? AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_no = payments.order_no)", since.UTC()).
+		Find(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("orphan payments since %s: %w", since.Format(time.RFC3339), err)
+	}
+	slices.SortFunc(out, func(a, b Payment) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
 }
 

@@ -68,6 +68,23 @@ func (q Queries) FileInfo(orderNo string) (*GuaranteeFile, error) {
 	return q.file(orderNo, fileMeta)
 }
 
+// FileInfos returns the PDFs (without bytes) of those orders that have one,
+// by orderno: one statement for a page of orders, not one per order.
+func (q Queries) FileInfos(orderNos []string) (map[string]*GuaranteeFile, error) {
+	out := make(map[string]*GuaranteeFile, len(orderNos))
+	if len(orderNos) == 0 {
+		return out, nil
+	}
+	var files []GuaranteeFile
+	if err := q.db.Select(fileMeta).Where("order_no IN ?", orderNos).Find(&files).Error; err != nil {
+		return nil, fmt.Errorf("files of %d orders: %w", len(orderNos), err)
+	}
+	for i := range files {
+		out[files[i].OrderNo] = &files[i]
+	}
+	return out, nil
+}
+
 func (q Queries) file(orderNo, cols string) (*GuaranteeFile, error) {
 	var f GuaranteeFile
 	err := q.db.Select(cols).Where("order_no = ?", orderNo).Take(&f).Error

@@ -496,7 +496,9 @@ func TestPollAppliesAnswers(t *testing.T) {
 			nextNull bool
 		}{
 			{"processing stays and waits the next step", wire.NotifyProcessing, nil, model.StatusProcessing, 1, "", false},
-			{"issued moves on, ready for the pull", wire.NotifyIssued, nil, model.StatusIssued, 1, "", false},
+			// A query's answer carries no bhno, and the pull needs one: the
+			// order waits for the applynotify (or the bhno) off every queue.
+			{"issued moves on, the pull waits for its bhno", wire.NotifyIssued, nil, model.StatusIssued, 1, "", true},
 			{"failed moves on, no more checks", wire.NotifyFailed, nil, model.StatusFailed, 1, "", true},
 			{"a day after the bid opening: stale, not queried", wire.NotifyProcessing, &opened, model.StatusProcessing, 0, model.FlagStale, true},
 		}
@@ -1162,7 +1164,9 @@ func TestReconcile(t *testing.T) {
 
 		const date = "2026-03-01"
 		for run := 1; run <= 2; run++ {
-			rs, err := g.svc.Reconcile(ctx, date)
+			// The first run is full; the second, incremental, finds the
+			// same orders changed since the first began (its overlap).
+			rs, err := g.svc.Reconcile(ctx, date, run == 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1191,6 +1195,76 @@ func TestReconcile(t *testing.T) {
 		// Logged once each, though the run was made twice.
 		if n := len(g.logs.lines("reconciliation finding")); n != len(want) {
 			t.Errorf("%d findings logged, want %d", n, len(want))
+		}
+	})
+}
+
+// TestReconcileIncremental: after a run, the next reads only what changed
+// since it began: an order that got a payment, an order whose bid opened,
+// a payment of an unknown orderno; the orders nobody touched are not read.
+func TestReconcileIncremental(t *testing.T) {
+	modeltest.ForEach(t, os.Getenv, func(t *testing.T, store *model.Store) {
+		ctx := context.Background()
+		b := newBank(t)
+		g := newGateway(t, store, b, gwOptions{})
+		now := time.Now().UTC()
+		const n = 30
+		nos := seed(t, store, b, "I", n, model.StatusFailed, func(i int, o *model.Order) {
+			if i == 1 {
+				o.Status = model.StatusProcessing
+			}
+		})
+		pay := func(key, orderNo string) {
+			t.Helper()
+			if err := store.InsertPayment(&model.Payment{DedupKey: key, OrderNo: orderNo, OrgCode: orgCode, Kind: "1",
+				Amount: decimal.RequireFromString("10.00"), PaidAt: now}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pay("paid-before-opening", nos[1]) // processing, paid: normal until its bid opens
+		// Everything so far happened two days ago.
+		modeltest.Exec(t, store, "UPDATE orders SET updated_at = ?", now.Add(-48*time.Hour))
+		modeltest.Exec(t, store, "UPDATE payments SET created_at = ?", now.Add(-48*time.Hour))
+
+		full, err := g.svc.Reconcile(ctx, "2026-03-01", false) // no mark yet: full
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !full.Full || full.Examined != n || full.Findings != 0 {
+			t.Fatalf("first run: %+v, want a full run over %d orders and no finding", full, n)
+		}
+
+		pay("late-pay", nos[0])                                                                                        // a failed order paid
+		modeltest.Exec(t, store, "UPDATE orders SET opening_at = ? WHERE order_no = ?", now.Add(-time.Second), nos[1]) // its bid opened
+		pay("ghost-pay", "GHOST-I")                                                                                    // nobody's order
+		inc, err := g.svc.Reconcile(ctx, "2026-03-02", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inc.Full || inc.Examined != 3 || inc.Findings != 3 || inc.New != 3 {
+			t.Errorf("incremental run: %+v, want 2 orders and 1 orphan examined, 3 new findings", inc)
+		}
+		fs, err := g.svc.Findings(ctx, "2026-03-02")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, f := range fs {
+			got[f.Kind+" "+f.OrderNo] = true
+		}
+		want := map[string]bool{service.FindingPaidNotIssued + " " + nos[0]: true,
+			service.FindingPaidNotIssued + " " + nos[1]: true, service.FindingPaidNotIssued + " GHOST-I": true}
+		if fmt.Sprint(keys(got)) != fmt.Sprint(keys(want)) {
+			t.Errorf("findings\n got %v\nwant %v", keys(got), keys(want))
+		}
+
+		// A full run on demand still reads everything.
+		again, err := g.svc.Reconcile(ctx, "2026-03-02", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !again.Full || again.Examined != n+1 || again.New != 0 {
+			t.Errorf("full run: %+v, want %d examined, nothing new", again, n+1)
 		}
 	})
 }

@@ -105,13 +105,17 @@ func (s *Service) List(ctx context.Context, q ListQuery) (*OrderPage, error) {
 	if more {
 		orders = orders[:q.Limit]
 	}
+	nos := make([]string, len(orders))
+	for i := range orders {
+		nos[i] = orders[i].OrderNo
+	}
+	files, err := s.store.With(ctx).FileInfos(nos)
+	if err != nil {
+		return nil, storeErr("list", err)
+	}
 	page := &OrderPage{Items: make([]*OrderView, 0, len(orders))}
 	for i := range orders {
-		v, err := s.view(ctx, &orders[i])
-		if err != nil {
-			return nil, err
-		}
-		page.Items = append(page.Items, v)
+		page.Items = append(page.Items, viewOf(&orders[i], files[orders[i].OrderNo]))
 	}
 	if more {
 		page.NextCursor = strconv.FormatInt(orders[len(orders)-1].ID, 36)

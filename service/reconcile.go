@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -34,88 +35,172 @@ const reconcilePage = 500
 
 // ReconcileStats is what a reconciliation run looked at and found.
 type ReconcileStats struct {
-	Date     string // the run date (UTC) its findings are filed under
-	Examined int    // orders and orphan payments looked at
-	Findings int    // discrepancies found
-	New      int    // of which not found before under this date (logged)
+	Date     string    // the run date (UTC) its findings are filed under
+	Full     bool      // every order was read, not only what changed
+	Since    time.Time // incremental: the changes read are those since this time
+	Examined int       // orders and orphan payments looked at
+	Findings int       // discrepancies found
+	New      int       // of which not found before under this date (logged)
 }
 
-// Reconcile compares every order with its payments and files what does not
+// MarkReconcile names the reconciliation's mark (model.JobMark): when its
+// last run began, so that the next looks only at what changed since.
+const MarkReconcile = "reconcile"
+
+// reconcileOverlap is how far before its mark an incremental run starts:
+// updated_at is written by the clocks of several instances, and a
+// transaction that began before the mark may commit after the last run
+// read. Looking at a few minutes twice is harmless: findings are filed once.
+const reconcileOverlap = 5 * time.Minute
+
+// Reconcile compares orders with their payments and files what does not
 // agree under date (YYYY-MM-DD, the UTC day of the run), where GET
-// /v1/reconciliation?date= finds it. Idempotency key: date, kind, orderno:
-// running it again the same day files and logs nothing twice. Returns
-// EInvalid (date), EUnavailable.
-func (s *Service) Reconcile(ctx context.Context, date string) (*ReconcileStats, error) {
+// /v1/reconciliation?date= finds it. A full run reads every order and
+// every payment; an incremental one (full false) reads only what changed
+// since the last run began (the mark): orders updated, orders whose bid
+// opened, payments stored. The first run, with no mark yet, is full.
+// Idempotency key: date, kind, orderno: running it again the same day
+// files and logs nothing twice. Returns EInvalid (date), EUnavailable.
+func (s *Service) Reconcile(ctx context.Context, date string, full bool) (*ReconcileStats, error) {
 	if d, err := time.Parse(time.DateOnly, date); err != nil || d.Format(time.DateOnly) != date {
 		return nil, errf(EInvalid, "date", "date must be a day as YYYY-MM-DD")
 	}
 	st := s.store.With(ctx)
-	now := s.now()
-	rs := &ReconcileStats{Date: date}
+	began := s.now()
+	rs := &ReconcileStats{Date: date, Full: full}
+	mark, ok, err := st.Mark(MarkReconcile)
+	if err != nil {
+		return rs, storeErr("reconcile", err)
+	}
+	if !ok {
+		rs.Full = true
+	}
+	if rs.Full {
+		err = s.reconcileAll(ctx, rs, began)
+	} else {
+		rs.Since = mark.Add(-reconcileOverlap)
+		err = s.reconcileSince(ctx, rs, began)
+	}
+	if err != nil {
+		return rs, err
+	}
+	if err := st.SetMark(MarkReconcile, began); err != nil {
+		return rs, storeErr("reconcile", err)
+	}
+	fields := logrus.Fields{"date": date, "full": rs.Full, "examined": rs.Examined, "findings": rs.Findings, "new": rs.New}
+	if !rs.Full {
+		fields["since"] = rs.Since.Format(time.RFC3339)
+	}
+	s.log.WithFields(fields).Info("reconciliation done")
+	return rs, nil
+}
+
+// reconcileAll judges every order, page by page, then every orphan payment.
+func (s *Service) reconcileAll(ctx context.Context, rs *ReconcileStats, now time.Time) error {
+	st := s.store.With(ctx)
 	var after int64
 	for {
 		orders, err := st.OrdersAfter(after, reconcilePage)
 		if err != nil {
-			return rs, storeErr("reconcile", err)
+			return storeErr("reconcile", err)
 		}
 		if len(orders) == 0 {
 			break
 		}
 		after = orders[len(orders)-1].ID
-		nos := make([]string, len(orders))
-		for i := range orders {
-			nos[i] = orders[i].OrderNo
-		}
-		pays, err := st.PaymentsOfOrders(nos)
-		if err != nil {
-			return rs, storeErr("reconcile", err)
-		}
-		byOrder := make(map[string][]model.Payment, len(orders))
-		for _, p := range pays {
-			byOrder[p.OrderNo] = append(byOrder[p.OrderNo], p)
-		}
-		for i := range orders {
-			rs.Examined++
-			for _, f := range findingsOf(&orders[i], byOrder[orders[i].OrderNo], now) {
-				if err := s.file(ctx, rs, f); err != nil {
-					return rs, err
-				}
-			}
+		if err := s.judge(ctx, rs, orders, now); err != nil {
+			return err
 		}
 	}
 	var afterPay int64
 	for {
 		orphans, err := st.OrphanPayments(afterPay, reconcilePage)
 		if err != nil {
-			return rs, storeErr("reconcile", err)
+			return storeErr("reconcile", err)
 		}
 		if len(orphans) == 0 {
-			break
+			return nil
 		}
 		afterPay = orphans[len(orphans)-1].ID
-		byOrder := map[string][]model.Payment{}
-		var order []string
-		for _, p := range orphans {
-			if byOrder[p.OrderNo] == nil {
-				order = append(order, p.OrderNo)
-			}
-			byOrder[p.OrderNo] = append(byOrder[p.OrderNo], p)
+		if err := s.fileOrphans(ctx, rs, orphans); err != nil {
+			return err
 		}
-		for _, no := range order {
-			rs.Examined++
-			t := model.SumPayments(byOrder[no])
-			if t.Paid.GreaterThan(t.Refunded) {
-				if err := s.file(ctx, rs, model.Finding{Kind: FindingPaidNotIssued, OrderNo: no,
-					Detail: fmt.Sprintf("paid %s (refunded %s) for an orderno the gateway does not know",
-						t.Paid.StringFixed(2), t.Refunded.StringFixed(2))}); err != nil {
-					return rs, err
-				}
+	}
+}
+
+// reconcileSince judges the orders that changed since rs.Since, then the
+// orphans among the payments stored since.
+func (s *Service) reconcileSince(ctx context.Context, rs *ReconcileStats, now time.Time) error {
+	st := s.store.With(ctx)
+	ids, err := st.ChangedOrderIDs(rs.Since, now)
+	if err != nil {
+		return storeErr("reconcile", err)
+	}
+	for chunk := range slices.Chunk(ids, reconcilePage) {
+		orders, err := st.OrdersByIDs(chunk)
+		if err != nil {
+			return storeErr("reconcile", err)
+		}
+		if err := s.judge(ctx, rs, orders, now); err != nil {
+			return err
+		}
+	}
+	orphans, err := st.OrphanPaymentsSince(rs.Since)
+	if err != nil {
+		return storeErr("reconcile", err)
+	}
+	return s.fileOrphans(ctx, rs, orphans)
+}
+
+// judge reads the payments of a page of orders and files what each order's
+// comparison finds.
+func (s *Service) judge(ctx context.Context, rs *ReconcileStats, orders []model.Order, now time.Time) error {
+	nos := make([]string, len(orders))
+	for i := range orders {
+		nos[i] = orders[i].OrderNo
+	}
+	pays, err := s.store.With(ctx).PaymentsOfOrders(nos)
+	if err != nil {
+		return storeErr("reconcile", err)
+	}
+	byOrder := make(map[string][]model.Payment, len(orders))
+	for _, p := range pays {
+		byOrder[p.OrderNo] = append(byOrder[p.OrderNo], p)
+	}
+	for i := range orders {
+		rs.Examined++
+		for _, f := range findingsOf(&orders[i], byOrder[orders[i].OrderNo], now) {
+			if err := s.file(ctx, rs, f); err != nil {
+				return err
 			}
 		}
 	}
-	s.log.WithFields(logrus.Fields{"date": date, "examined": rs.Examined, "findings": rs.Findings, "new": rs.New}).
-		Info("reconciliation done")
-	return rs, nil
+	return nil
+}
+
+// fileOrphans files the payments of ordernos the gateway does not know,
+// summed per orderno, when more was paid than refunded.
+func (s *Service) fileOrphans(ctx context.Context, rs *ReconcileStats, orphans []model.Payment) error {
+	byOrder := map[string][]model.Payment{}
+	var order []string
+	for _, p := range orphans {
+		if byOrder[p.OrderNo] == nil {
+			order = append(order, p.OrderNo)
+		}
+		byOrder[p.OrderNo] = append(byOrder[p.OrderNo], p)
+	}
+	for _, no := range order {
+		rs.Examined++
+		t := model.SumPayments(byOrder[no])
+		if t.Paid.GreaterThan(t.Refunded) {
+			if err := s.file(ctx, rs, model.Finding{Kind: FindingPaidNotIssued, OrderNo: no,
+				Detail: fmt.Sprintf("paid %s (refunded %s) for an orderno the gateway does not know",
+					t.Paid.StringFixed(2), t.Refunded.StringFixed(2))}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // file stores a finding under the run's date and logs it the first time.
@@ -193,7 +278,7 @@ func (j *Scheduler) reconcile(ctx context.Context) (JobStats, error) {
 		j.log.Debug("reconciliation is running or ran in another instance")
 		return JobStats{Skipped: true}, nil
 	}
-	rs, err := s.Reconcile(ctx, now.Format(time.DateOnly))
+	rs, err := s.Reconcile(ctx, now.Format(time.DateOnly), false)
 	until := s.now()
 	if err == nil {
 		until = until.Add(j.reconcileHold(now))

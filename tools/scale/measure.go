@@ -323,12 +323,8 @@ func (r *run) reconcile(ctx context.Context) error {
 }
 
 // reconcileRun runs the reconciliation of date, in full or from its mark.
-//
-// TODO(reconcile): call Service.Reconcile(ctx, date, full) once the
-// incremental reconciliation is merged; until then every run is full.
 func reconcileRun(ctx context.Context, svc *service.Service, date string, full bool) error {
-	_ = full
-	_, err := svc.Reconcile(ctx, date)
+	_, err := svc.Reconcile(ctx, date, full)
 	return err
 }
 

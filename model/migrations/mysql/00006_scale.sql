@@ -21,7 +21,7 @@ ALTER TABLE orders
   ADD KEY ix_orders_opening (opening_at);
 ALTER TABLE deliveries ADD KEY ix_deliveries_lease (lease_owner);
 ALTER TABLE payments ADD KEY ix_payments_created (created_at);
-ALTER TABLE callbacks ADD KEY ix_callbacks_org_received (org_code, received_at);
+ALTER TABLE callbacks ADD KEY ix_callbacks_org (org_code);
 
 -- An order waits for a job only while next_check_at is set: orders whose
 -- next_check_at stayed behind while nothing was due (issued with the PDF
@@ -43,7 +43,7 @@ CREATE TABLE job_marks (
 
 -- +goose Down
 DROP TABLE job_marks;
-ALTER TABLE callbacks DROP KEY ix_callbacks_org_received;
+ALTER TABLE callbacks DROP KEY ix_callbacks_org;
 ALTER TABLE payments DROP KEY ix_payments_created;
 ALTER TABLE deliveries DROP KEY ix_deliveries_lease;
 ALTER TABLE orders

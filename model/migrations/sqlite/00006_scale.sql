@@ -13,7 +13,7 @@ CREATE INDEX ix_orders_updated ON orders (updated_at);
 CREATE INDEX ix_orders_opening ON orders (opening_at);
 CREATE INDEX ix_deliveries_lease ON deliveries (lease_owner);
 CREATE INDEX ix_payments_created ON payments (created_at);
-CREATE INDEX ix_callbacks_org_received ON callbacks (org_code, received_at);
+CREATE INDEX ix_callbacks_org ON callbacks (org_code);
 
 UPDATE orders SET next_check_at = NULL
 WHERE next_check_at IS NOT NULL
@@ -29,7 +29,7 @@ CREATE TABLE job_marks (
 
 -- +goose Down
 DROP TABLE job_marks;
-DROP INDEX ix_callbacks_org_received;
+DROP INDEX ix_callbacks_org;
 DROP INDEX ix_payments_created;
 DROP INDEX ix_deliveries_lease;
 DROP INDEX ix_orders_opening;
