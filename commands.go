@@ -19,7 +19,9 @@ import (
 	"github.com/procurement/gateway/banksim"
 	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/gateway"
+	"github.com/procurement/gateway/model"
 	"github.com/procurement/gateway/tools/demo"
+	"github.com/procurement/gateway/tools/fill"
 	"github.com/procurement/gateway/tools/loadtest"
 	"github.com/procurement/gateway/tools/scale"
 )
@@ -167,8 +169,27 @@ func runLoadtest(ctx context.Context, args []string, getenv func(string) string,
 	memprofile := fs.String("memprofile", "", "write an allocation profile of the run to this file")
 	logPath := fs.String("log", "", "the in-process gateway's log file (default: a temporary file)")
 	seed := fs.Uint64("seed", 0, "seed of the plan (0: random)")
+	fillN := fs.Int("fill", 0, "fill the --mysql database with this many orders (package tools/fill) and exit; migrates it first")
+	fillAppend := fs.Bool("fill-append", false, "with --fill: add to a database that has orders already")
+	fillSeed := fs.Uint64("fill-seed", 1, "with --fill: seed of the filled rows")
+	fillNow := fs.String("fill-now", "", "with --fill: end of the filled history, RFC 3339 (default: now); with --fill-seed, the same rows each time")
+	fillWorkers := fs.Int("fill-workers", 0, "with --fill: connections inserting at once (default 3)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *fillN != 0 {
+		if *mysqlDSN == "" || *gwURL != "" || *sqlitePath != "" {
+			return errors.New("loadtest: --fill takes --mysql DSN alone")
+		}
+		opt := fill.Options{Orders: *fillN, Seed: *fillSeed, Append: *fillAppend, Workers: *fillWorkers, Progress: stderr}
+		if *fillNow != "" {
+			t, err := time.Parse(time.RFC3339, *fillNow)
+			if err != nil {
+				return fmt.Errorf("loadtest: --fill-now: %w", err)
+			}
+			opt.Now = t
+		}
+		return runFill(ctx, *mysqlDSN, opt, stdout)
 	}
 	lc := loadtest.Config{URL: *gwURL, OrgCode: *orgcode, AppKey: *appKey, AppSecret: *secret,
 		N: *n, C: *c, Dup: *dup, Timeout: *timeout, Baseline: *baseline, Rounds: *rounds, PDFBytes: int(*pdfMiB * (1 << 20)),
@@ -251,6 +272,27 @@ func runScale(ctx context.Context, args []string, getenv func(string) string, st
 		Timeout: *timeout, Out: stdout, Log: logFile, Progress: stderr})
 	fmt.Fprintf(stdout, "gateways' log: %s\n", logFile.Name())
 	return err
+}
+
+// runFill migrates the database at dsn (loopback only) and fills it.
+func runFill(ctx context.Context, dsn string, opt fill.Options, stdout io.Writer) error {
+	if err := loadtest.LoopbackDSN(dsn); err != nil {
+		return fmt.Errorf("fill: %w", err)
+	}
+	store, err := model.Open(ctx, "mysql", dsn, model.Pool{MaxOpen: 8, MaxIdle: 8, MaxLifetime: time.Hour})
+	if err != nil {
+		return fmt.Errorf("fill: %w", err)
+	}
+	defer store.Close()
+	if _, err := store.Migrate(ctx); err != nil {
+		return fmt.Errorf("fill: migrate: %w", err)
+	}
+	rep, err := fill.Run(ctx, store.DB(), opt)
+	if err != nil {
+		return err
+	}
+	rep.Print(stdout)
+	return nil
 }
 
 // openLog opens the in-process gateway's log file: path, or a new

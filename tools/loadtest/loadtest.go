@@ -121,7 +121,7 @@ func (c *Config) check() error {
 	switch c.Driver {
 	case "sqlite":
 	case "mysql":
-		if err := loopbackDSN(c.DSN); err != nil {
+		if err := LoopbackDSN(c.DSN); err != nil {
 			errs = append(errs, err)
 		}
 	default:
@@ -166,7 +166,9 @@ func loopbackURL(raw string) error {
 	return nil
 }
 
-func loopbackDSN(dsn string) error {
+// LoopbackDSN refuses a MySQL DSN whose server is not on this machine:
+// load tests and fills stay on loopback (or a unix socket).
+func LoopbackDSN(dsn string) error {
 	cfg, err := mysqldrv.ParseDSN(dsn)
 	if err != nil {
 		return fmt.Errorf("mysql dsn: %v", err)
