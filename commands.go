@@ -251,17 +251,30 @@ func runLoadtest(ctx context.Context, args []string, getenv func(string) string,
 func runScale(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("scale", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	small := fs.String("small-dsn", "", "MariaDB/MySQL DSN of the small database (10,000 orders), filled and migrated")
-	large := fs.String("large-dsn", "", "MariaDB/MySQL DSN of the large database (1,000,000 orders), filled and migrated")
+	small := fs.String("small-dsn", "", "MariaDB/MySQL DSN of the small database (10,000 orders), filled and migrated (see --fill)")
+	large := fs.String("large-dsn", "", "MariaDB/MySQL DSN of the large database (1,000,000 orders), filled and migrated (see --fill)")
 	batch := fs.Int("batch", scale.DefaultBatchSize, "the scheduler's jobs.batch_size: the claims' batch")
 	callbacks := fs.Int("callbacks", scale.DefaultCallbacks, "orders made for the rolling restart's callbacks")
 	timeout := fs.Duration("timeout", 10*time.Minute, "bound of the measurements of one database")
 	logPath := fs.String("log", "", "the gateways' log file (default: a temporary file)")
+	doFill := fs.Bool("fill", false, "create, migrate and fill each database first when it has no order (package fill)")
+	smallN := fs.Int("small-orders", scale.SmallOrders, "with --fill: orders of the small database")
+	largeN := fs.Int("large-orders", scale.LargeOrders, "with --fill: orders of the large database")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("scale: unexpected arguments %q", fs.Args())
+	}
+	if *doFill {
+		for _, db := range []struct {
+			dsn string
+			n   int
+		}{{*small, *smallN}, {*large, *largeN}} {
+			if err := scale.Prepare(ctx, db.dsn, db.n, stderr); err != nil {
+				return fmt.Errorf("scale: %w", err)
+			}
+		}
 	}
 	logFile, err := openLog(*logPath)
 	if err != nil {

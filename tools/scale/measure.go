@@ -36,8 +36,10 @@ const (
 	listMax              = 200 * time.Millisecond // a page of the API or the console
 	lookupMax            = 50 * time.Millisecond  // an order, its events
 	callbackMax          = 100 * time.Millisecond // one paystate, committed
-	// A page costs this many statements at most, whatever its size.
-	pageStatements = 5
+	// A page costs at most this many statements, whatever its size: a
+	// handful (the orders, their files; a search one per column), never one
+	// per order.
+	pageStatements = 8
 	// Leases given to "scale-old" before its release is measured.
 	oldOrders, oldDeliveries = 200, 50
 	touched                  = 1000 // orders touched before the incremental reconciliation

@@ -25,12 +25,13 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"runtime/debug"
 	"strings"
 	"time"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
+
+	"github.com/procurement/gateway/tools/loadtest"
 )
 
 // Config is one scale run.
@@ -98,26 +99,14 @@ func (c *Config) check() error {
 	return errors.Join(errs...)
 }
 
-// LoopbackDSN insists that a MySQL DSN names this machine: a benchmark
-// never loads a shared server.
+// LoopbackDSN insists that a MySQL DSN names a database on this machine: a
+// benchmark never loads a shared server.
 func LoopbackDSN(dsn string) error {
-	cfg, err := mysqldrv.ParseDSN(dsn)
-	if err != nil {
-		return fmt.Errorf("mysql dsn: %v", err)
+	if err := loadtest.LoopbackDSN(dsn); err != nil {
+		return err
 	}
-	if cfg.DBName == "" {
+	if cfg, _ := mysqldrv.ParseDSN(dsn); cfg == nil || cfg.DBName == "" {
 		return errors.New("mysql dsn: names no database")
-	}
-	if cfg.Net == "unix" {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(cfg.Addr)
-	if err != nil {
-		host = cfg.Addr
-	}
-	ip := net.ParseIP(host)
-	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return fmt.Errorf("mysql dsn: %s is not a loopback address: the scale run stays on this machine", cfg.Addr)
 	}
 	return nil
 }

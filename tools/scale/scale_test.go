@@ -3,16 +3,11 @@ package scale
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"math"
 	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/shopspring/decimal"
 
 	"github.com/procurement/gateway/model"
 	"github.com/procurement/gateway/model/modeltest"
@@ -103,39 +98,14 @@ func TestRun(t *testing.T) {
 	}
 }
 
-// filled makes a MariaDB database of n orders and returns its DSN.
-//
-// TODO(fill): fill.Run once package fill is merged.
+// filled makes a MariaDB database of n orders (package fill) and returns
+// its DSN.
 func filled(t *testing.T, n int) string {
 	_, dsn := modeltest.DSN(t, "mysql", os.Getenv)
-	ctx := context.Background()
-	s, err := model.Open(ctx, "mysql", dsn, model.Pool{MaxOpen: 8, MaxIdle: 8})
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Prepare(ctx, dsn, n, nil); err != nil {
 		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	statuses := []model.Status{model.StatusIssued, model.StatusIssued, model.StatusProcessing, model.StatusApplying,
-		model.StatusSurrendered, model.StatusCancelled, model.StatusFailed}
-	for i := range n {
-		no := fmt.Sprintf("T%08d", i)
-		h := sha256.Sum256([]byte(no))
-		at := now.Add(-time.Duration(n-i) * time.Minute)
-		o := &model.Order{OrderNo: no, OrgCode: []string{"ORGA", "ORGB"}[i%2], Status: statuses[i%len(statuses)],
-			RequestHash: hex.EncodeToString(h[:]), ApplicantName: "企业", ApplicantCode: "QY" + no,
-			DepositAmount: decimal.NewFromInt(100000), ProjectName: "项目", ProjectCode: "XM", LotName: "一标段", LotCode: "BD-1",
-			OpeningAt: now.Add(48 * time.Hour), DeadlineAt: now.Add(24 * time.Hour), TendererName: "招标人",
-			TendererCode: "11110000000000000Y", AccountBank: "银行", AccountName: "企业", AccountNo: "6222",
-			ContactName: "张三", ContactPhone: "13800000000", ContactEmail: "t@example.cn", CreatedAt: at, UpdatedAt: at}
-		if o.Status == model.StatusProcessing {
-			o.NextCheckAt = &at
-		}
-		if err := s.CreateOrder(o); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return dsn
 }
