@@ -109,3 +109,40 @@ func filled(t *testing.T, n int) string {
 	}
 	return dsn
 }
+
+// TestJoin lines two databases' figures up and judges both against the
+// target, without a database.
+func TestJoin(t *testing.T) {
+	small, large := &Figures{}, &Figures{}
+	small.add("flat", UnitRows, 10, atMost(20, UnitRows, ""))
+	large.add("flat", UnitRows, 10, atMost(20, UnitRows, ""))
+	small.add("grows", UnitRows, 10, atMost(20, UnitRows, ""))
+	large.add("grows", UnitRows, 1000, atMost(20, UnitRows, ""))
+	small.add("from zero", UnitCount, 0, Target{})
+	large.add("from zero", UnitCount, 3, Target{})
+	small.add("up", UnitCount, 1, exactly(1))
+	large.add("up", UnitCount, 0, exactly(1))
+	small.add("only small", UnitCount, 1, Target{})
+	rows := join(small, large)
+	if len(rows) != 4 {
+		t.Fatalf("%d rows, want 4 (a figure of one database alone is left out)", len(rows))
+	}
+	for i, want := range []struct {
+		growth float64
+		ok     bool
+	}{{1, true}, {100, false}, {math.NaN(), true}, {0, false}} {
+		r := rows[i]
+		if r.OK != want.ok || !(r.Growth == want.growth || math.IsNaN(want.growth) && math.IsNaN(r.Growth)) {
+			t.Errorf("%s: growth %v ok %v, want %v %v", r.Name, r.Growth, r.OK, want.growth, want.ok)
+		}
+	}
+	rep := &Report{Small: small, Large: large, Rows: rows}
+	var out bytes.Buffer
+	rep.Print(&out)
+	for _, s := range []string{"| grows | 10 rows | 1000 rows | ×100 | ≤ 20 rows | **FAIL** |", "| from zero | 0 | 3 | – |  |  |",
+		"FAIL: 2 of 4 targets missed"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("table lacks %q:\n%s", s, out.String())
+		}
+	}
+}
