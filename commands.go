@@ -253,7 +253,7 @@ func runScale(ctx context.Context, args []string, getenv func(string) string, st
 	fs.SetOutput(stderr)
 	small := fs.String("small-dsn", "", "MariaDB/MySQL DSN of the small database (10,000 orders), filled and migrated (see --fill)")
 	large := fs.String("large-dsn", "", "MariaDB/MySQL DSN of the large database (1,000,000 orders), filled and migrated (see --fill)")
-	batch := fs.Int("batch", scale.DefaultBatchSize, "the scheduler's jobs.batch_size: the claims' batch")
+	batch := fs.Int("batch", 0, "the claims' batch (default: jobs.batch_size's default)")
 	callbacks := fs.Int("callbacks", scale.DefaultCallbacks, "orders made for the rolling restart's callbacks")
 	timeout := fs.Duration("timeout", 10*time.Minute, "bound of the measurements of one database")
 	logPath := fs.String("log", "", "the gateways' log file (default: a temporary file)")

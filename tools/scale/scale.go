@@ -31,6 +31,7 @@ import (
 
 	mysqldrv "github.com/go-sql-driver/mysql"
 
+	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/tools/loadtest"
 )
 
@@ -39,8 +40,9 @@ type Config struct {
 	// SmallDSN and LargeDSN name two filled MySQL/MariaDB databases on
 	// this machine (go-sql-driver DSNs), migrated.
 	SmallDSN, LargeDSN string
-	// BatchSize is the scheduler's jobs.batch_size (default 100): the
-	// claims are made with it and their target is a multiple of it.
+	// BatchSize is the scheduler's batch (default: jobs.batch_size's
+	// default): the claims are made with it and their target is a multiple
+	// of it.
 	BatchSize int
 	// Callbacks is how many paystate callbacks the rolling restart may
 	// send, one per order created for it (default 3000).
@@ -52,15 +54,14 @@ type Config struct {
 	Out, Log, Progress io.Writer
 }
 
-// Default sizes.
-const (
-	DefaultBatchSize = 100
-	DefaultCallbacks = 3000
-)
+// DefaultCallbacks is how many callbacks the rolling restart may send.
+const DefaultCallbacks = 3000
 
 func (c *Config) defaults() {
 	if c.BatchSize == 0 {
-		c.BatchSize = DefaultBatchSize
+		var d config.Config
+		d.ApplyDefaults()
+		c.BatchSize = d.Jobs.BatchSize
 	}
 	if c.Callbacks == 0 {
 		c.Callbacks = DefaultCallbacks
@@ -251,7 +252,7 @@ func growth(g float64) string {
 func revision() string {
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
-		return "an unknown commit"
+		return "an unstamped build"
 	}
 	var rev, dirty string
 	for _, s := range info.Settings {
@@ -265,7 +266,7 @@ func revision() string {
 		}
 	}
 	if rev == "" {
-		return "an unknown commit"
+		return "an unstamped build (-buildvcs=false, or go test)"
 	}
 	return rev[:min(len(rev), 10)] + dirty
 }
