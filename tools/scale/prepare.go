@@ -53,7 +53,13 @@ func Prepare(ctx context.Context, dsn string, orders int, progress io.Writer) er
 	if err != nil {
 		return fmt.Errorf("create database %s: %w", cfg.DBName, err)
 	}
-	store, err := model.Open(ctx, "mysql", dsn, model.Pool{MaxOpen: 8, MaxIdle: 8, MaxLifetime: time.Hour})
+	// A fill of a million orders builds an index of a million callbacks
+	// in one statement: more than the 30 s a gateway's store waits for an
+	// answer by default, on a busy machine.
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 30 * time.Minute
+	}
+	store, err := model.Open(ctx, "mysql", cfg.FormatDSN(), model.Pool{MaxOpen: 8, MaxIdle: 8, MaxLifetime: time.Hour})
 	if err != nil {
 		return err
 	}
