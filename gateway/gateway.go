@@ -283,10 +283,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return g.Shutdown(grace)
 }
 
-// Shutdown stops taking work, in order: no new connection or job run,
-// the background count of the gauges stops, requests and runs in flight
+// Shutdown stops taking work, in order: the background count of the
+// gauges stops, no new connection or job run, requests and runs in flight
 // finish within ctx, then the leases this instance holds are released
-// (service.Scheduler.Stop). The store stays open until Close. It returns the server's failure if it failed.
+// (service.Scheduler.Stop). The store stays open until Close. It returns
+// the server's failure if it failed.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
 	if g.stopped {

@@ -22,8 +22,17 @@ import (
 )
 
 // metricsBudget is what a scrape may take: /metrics reads no table, so
-// it answers in milliseconds however many orders there are.
-const metricsBudget = 100 * time.Millisecond
+// it answers in milliseconds however many orders there are (about 5 ms
+// here on MariaDB; a count waiting on a lock is never waited for). The
+// race detector slows the Go collectors' work about tenfold (p50 43 ms,
+// max 154 ms measured under it): the budget is then 500 ms, still short
+// of what a wait for the lock, held for the whole test, would take.
+func metricsBudget() time.Duration {
+	if raceEnabled() {
+		return 500 * time.Millisecond
+	}
+	return 100 * time.Millisecond
+}
 
 // stateInterval is the tests' metrics.state_interval: short, so that they
 // see several counts (and several failed ones) in a second.
@@ -144,6 +153,7 @@ func TestMetricsServeTheLastCountWhileCountsWait(t *testing.T) {
 
 	var took []time.Duration
 	for range 20 {
+		underLock := time.Since(locked) // the least the age can be at the scrape
 		fams, d := timedScrape(t, g)
 		took = append(took, d)
 		if up, ok := opsMetric(fams, "gateway_database_up", map[string]string{}); !ok || up != 1 {
@@ -153,8 +163,8 @@ func TestMetricsServeTheLastCountWhileCountsWait(t *testing.T) {
 			t.Fatalf("gateway_orders{processing} = %v (exposed %v), want the last count, 3", n, ok)
 		}
 		age, ok := opsMetric(fams, "gateway_state_age_seconds", map[string]string{})
-		if least := time.Since(locked).Seconds(); !ok || age < least {
-			t.Fatalf("gateway_state_age_seconds = %v (exposed %v) after %s under the lock", age, ok, time.Since(locked))
+		if !ok || age < underLock.Seconds() {
+			t.Fatalf("gateway_state_age_seconds = %v (exposed %v) after %s under the lock", age, ok, underLock)
 		}
 		at, _ := opsMetric(fams, "gateway_state_counted_timestamp_seconds", map[string]string{})
 		if counted := time.UnixMilli(int64(at * 1e3)); counted.After(locked) || time.Since(counted) > time.Minute {
@@ -163,8 +173,8 @@ func TestMetricsServeTheLastCountWhileCountsWait(t *testing.T) {
 	}
 	slices.Sort(took)
 	t.Logf("/metrics while counts wait on the lock, 20 scrapes: p50 %s, max %s", took[len(took)/2], took[len(took)-1])
-	if worst := took[len(took)-1]; worst > metricsBudget {
-		t.Errorf("/metrics took %s while counts waited, want at most %s", worst, metricsBudget)
+	if worst := took[len(took)-1]; worst > metricsBudget() {
+		t.Errorf("/metrics took %s while counts waited, want at most %s", worst, metricsBudget())
 	}
 	if n := strings.Count(g.Logs.String(), countFailed); n != 1 {
 		t.Errorf("%d warnings %q over %s of failing counts, want 1 (once per change):\n%s", n, countFailed,
@@ -196,8 +206,8 @@ func TestMetricsBeforeTheFirstCount(t *testing.T) {
 	g := startCounting(t, store)
 	time.Sleep(3 * stateInterval)
 	fams, d := timedScrape(t, g)
-	if d > metricsBudget {
-		t.Errorf("/metrics took %s before the first count, want at most %s", d, metricsBudget)
+	if d > metricsBudget() {
+		t.Errorf("/metrics took %s before the first count, want at most %s", d, metricsBudget())
 	}
 	for _, name := range []string{"gateway_orders", "gateway_orders_flagged", "gateway_deliveries", "gateway_state_age_seconds"} {
 		if _, ok := fams[name]; ok {
@@ -226,8 +236,8 @@ func TestMetricsAfterTheDatabaseWent(t *testing.T) {
 		store.Close()
 		time.Sleep(5 * stateInterval)
 		fams, d := timedScrape(t, g)
-		if d > metricsBudget {
-			t.Errorf("/metrics took %s with the database gone, want at most %s", d, metricsBudget)
+		if d > metricsBudget() {
+			t.Errorf("/metrics took %s with the database gone, want at most %s", d, metricsBudget())
 		}
 		if up, ok := opsMetric(fams, "gateway_database_up", map[string]string{}); !ok || up != 0 {
 			t.Errorf("gateway_database_up = %v (exposed %v) with the store closed, want 0", up, ok)
