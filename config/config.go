@@ -24,6 +24,8 @@ type Config struct {
 	Log          Log           `yaml:"log"`
 	// Console is the operators' web console (console.go).
 	Console Console `yaml:"console"`
+	// Metrics shapes /metrics.
+	Metrics Metrics `yaml:"metrics"`
 	// Sim runs the simulated institution in process (banksim) for the demo
 	// and `go run .`; production configs leave it out.
 	Sim *Sim `yaml:"sim"`
@@ -162,6 +164,15 @@ type Jobs struct {
 	Concurrency       int           `yaml:"concurrency" default:"32"` // calls of one job at once
 	Lease             time.Duration `yaml:"lease" default:"2m"`       // how long a claim holds its rows
 	Disabled          bool          `yaml:"disabled"`                 // run no scheduler in this instance
+}
+
+// Metrics shapes what /metrics serves.
+type Metrics struct {
+	// StateInterval: the gauges of orders and deliveries by status are
+	// counted in the background this often and served from memory, so that
+	// a scrape never waits for a count (one of a million orders takes
+	// seconds). A count still running after this long is given up.
+	StateInterval time.Duration `yaml:"state_interval" default:"30s"`
 }
 
 // Log configures logrus.

@@ -78,6 +78,8 @@ jobs:
 log:
   level: debug
   format: json
+metrics:
+  state_interval: 10s
 console:
   addr: "127.0.0.1:9444"
   session_ttl: 1h
@@ -160,7 +162,8 @@ func TestLoadFull(t *testing.T) {
 			MaxApplyAttempts:  3, StaleAfterOpening: 48 * time.Hour, BatchSize: 10, Concurrency: 4,
 			Lease: 30 * time.Second, Disabled: true,
 		},
-		Log: Log{Level: "debug", Format: "json"},
+		Log:     Log{Level: "debug", Format: "json"},
+		Metrics: Metrics{StateInterval: 10 * time.Second},
 		Console: Console{Addr: "127.0.0.1:9444", SessionTTL: time.Hour, TimeZone: "UTC", Users: []ConsoleUser{{Name: "ops.li",
 			PasswordHash: "$2a$10$cjagT4FzcWPiOh9Rzl.MZOG/2nogSSw.ZzcipMYkUgfOb8g9FJxq.", Role: RoleOperator}}},
 		Sim: &Sim{OrgCode: "INS-02", Addr: "127.0.0.1:9999", PayDelay: 0, IssueDelay: 500 * time.Millisecond},
@@ -172,7 +175,7 @@ func TestLoadFull(t *testing.T) {
 
 // fields prints a config with its secrets, for failure messages.
 func fields(c Config) string {
-	return fmt.Sprintf("%+v %+v %+v %+v %+v %+v %+v %+v %+v", c.Server, *c.Server.TLS, c.Database.DSN, c.API.Tokens, c.Institutions, c.Jobs, c.Log, c.Console, c.Sim)
+	return fmt.Sprintf("%+v %+v %+v %+v %+v %+v %+v %+v %+v %+v", c.Server, *c.Server.TLS, c.Database.DSN, c.API.Tokens, c.Institutions, c.Jobs, c.Log, c.Metrics, c.Console, c.Sim)
 }
 
 func TestDefaults(t *testing.T) {
@@ -630,6 +633,8 @@ func TestValidate(t *testing.T) {
 			[]string{"jobs.max_apply_attempts: must be at least 1"}},
 		{"lease", func(c *Config) { c.Jobs.Lease = 0 },
 			[]string{"jobs.lease: must be positive"}},
+		{"state interval not positive", func(c *Config) { c.Metrics.StateInterval = 0 },
+			[]string{"metrics.state_interval: must be positive, got 0s"}},
 		{"no token", func(c *Config) { c.API.Tokens = nil },
 			[]string{"api.tokens: empty"}},
 		{"empty token", func(c *Config) { c.API.Tokens = append(c.API.Tokens, "") },

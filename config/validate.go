@@ -74,6 +74,7 @@ func (c *Config) validate(unset map[string][]string) []error {
 	c.validateInstitutions(v)
 	c.validateJobs(v)
 	c.validateLog(v)
+	c.validateMetrics(v)
 	c.validateConsole(v)
 	c.validateSim(v)
 	return v.errs
@@ -347,6 +348,12 @@ func (c *Config) validateLog(v *validator) {
 	case "json", "text", "auto":
 	default:
 		v.add("log.format", "", "unknown format %q (want json, text or auto)", c.Log.Format)
+	}
+}
+
+func (c *Config) validateMetrics(v *validator) {
+	if d := c.Metrics.StateInterval; d <= 0 {
+		v.add("metrics.state_interval", "", "must be positive, got %s", d)
 	}
 }
 

@@ -116,11 +116,16 @@ func (s *server) funcs() template.FuncMap {
 			}
 			return fmt.Sprint(t)
 		},
-		"ago": func(t *time.Time) string {
-			if t == nil {
-				return "从未"
+		"ago": func(t any) string {
+			switch v := t.(type) {
+			case time.Time:
+				return ago(time.Since(v))
+			case *time.Time:
+				if v != nil {
+					return ago(time.Since(*v))
+				}
 			}
-			return ago(time.Since(*t))
+			return "从未"
 		},
 		"money": money,
 		"bytes": func(n any) string {

@@ -35,6 +35,7 @@ type Gateway struct {
 	ownStore bool
 	svc      *service.Service
 	jobs     *service.Scheduler
+	state    *service.StateCounter // the gauges' counts, in the background
 	metrics  *service.PrometheusMetrics
 	handler  http.Handler
 	console  consoleServer // the operators' console (console.go)
@@ -125,6 +126,7 @@ func (g *Gateway) build(ctx context.Context) error {
 	}
 	g.warnInsecureDefaults()
 	g.metrics.Watch(g.svc)
+	g.state = service.NewStateCounter(g.svc, cfg.Metrics.StateInterval, log)
 	j := cfg.Jobs
 	g.jobs, err = service.NewScheduler(g.svc, service.Schedules{Disabled: j.Disabled, PollPending: j.PollPending,
 		RecoverApplying: j.RecoverApplying, PullFiles: j.PullFiles, DeliverOutbox: j.DeliverOutbox,
@@ -239,6 +241,8 @@ func (g *Gateway) Start() error {
 	g.srv, g.ln, g.served = srv, ln, served
 	g.serveConsole(consoleLn)
 	g.jobs.Start()
+	// On every instance, jobs disabled or not: each serves /metrics.
+	g.state.Start()
 	g.log.WithFields(logrus.Fields{"addr": ln.Addr().String(), "driver": g.store.Driver(),
 		"institutions": len(g.cfg.Institutions), "instance": g.cfg.Server.Instance}).Info("gateway started")
 	return nil
@@ -279,10 +283,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return g.Shutdown(grace)
 }
 
-// Shutdown stops taking work, in order: no new connection or job run,
-// requests and runs in flight finish within ctx, then the leases this
-// instance holds are released (service.Scheduler.Stop). The store stays
-// open until Close. It returns the server's failure if it failed.
+// Shutdown stops taking work, in order: the background count of the
+// gauges stops, no new connection or job run, requests and runs in flight
+// finish within ctx, then the leases this instance holds are released
+// (service.Scheduler.Stop). The store stays open until Close. It returns
+// the server's failure if it failed.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
 	if g.stopped {
@@ -293,6 +298,10 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	srv, served := g.srv, g.served
 	g.mu.Unlock()
 	g.log.Info("shutting down")
+	// The background count first: it serves nobody, and a count in flight
+	// (seconds at a million orders, or stuck behind a lock) would hold a
+	// connection that the release of the leases may need.
+	cerr := g.state.Stop(ctx)
 	var herr, serr error
 	if srv != nil {
 		herr = errors.Join(srv.Shutdown(ctx), g.shutdownConsole(ctx))
@@ -300,7 +309,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	jerr := g.jobs.Stop(ctx)
 	g.log.Info("stopped")
-	return errors.Join(serr, herr, jerr)
+	return errors.Join(serr, herr, jerr, cerr)
 }
 
 // Close shuts the gateway down if it is running, with server.shutdown_grace,

@@ -69,11 +69,16 @@ type ActionView struct {
 // Overview gathers the overview: orders and deliveries by status, today's
 // callbacks by institution (since dayStart, the start of the operators'
 // day), each institution's health, open findings and the latest actions.
-// Returns EUnavailable.
+// The counts are the last ones of /metrics (Service.LastState, State.At
+// says when): a page view does not count a million orders. Only before
+// any count has succeeded does it count itself. Returns EUnavailable.
 func (c *Console) Overview(ctx context.Context, dayStart time.Time) (*Overview, error) {
-	state, err := c.s.State(ctx)
-	if err != nil {
-		return nil, err
+	state, ok := c.s.LastState()
+	if !ok {
+		var err error
+		if state, err = c.s.State(ctx); err != nil {
+			return nil, err
+		}
 	}
 	health, unknown, err := c.health(ctx, dayStart)
 	if err != nil {

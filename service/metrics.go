@@ -104,16 +104,24 @@ func (m *PrometheusMetrics) JobRun(job, result string, d time.Duration) {
 	m.jobDur.WithLabelValues(job).Observe(d.Seconds())
 }
 
-// Watch adds gauges read from the database at scrape time: orders by status
-// and deliveries by status (pending, dead), so that they are right across
-// replicas and restarts.
+// Watch adds the gauges of where orders and deliveries stand, served from
+// the service's last count (Service.LastState, kept fresh by a
+// StateCounter) so that a scrape never waits for a count, with that
+// count's age; and gateway_database_up, asked of the database at each
+// scrape by the cheap readiness check of /readyz.
 func (m *PrometheusMetrics) Watch(s *Service) {
 	m.reg.MustRegister(&stateCollector{s: s,
-		orders: prometheus.NewDesc("gateway_orders", "Orders by status.", []string{"status"}, nil),
-		flagged: prometheus.NewDesc("gateway_orders_flagged", "Orders flagged for operators (stale, apply_unconfirmed, pull_failed, url_refused).",
+		orders: prometheus.NewDesc("gateway_orders", "Orders by status, at the last count (gateway_state_age_seconds ago).", []string{"status"}, nil),
+		flagged: prometheus.NewDesc("gateway_orders_flagged", "Orders flagged for operators (stale, apply_unconfirmed, pull_failed, url_refused), at the last count.",
 			[]string{"flag"}, nil),
-		deliveries: prometheus.NewDesc("gateway_deliveries", "Project-state deliveries by status.", []string{"status"}, nil),
-		up:         prometheus.NewDesc("gateway_database_up", "1 when the last scrape could read the database.", nil, nil)})
+		deliveries: prometheus.NewDesc("gateway_deliveries", "Project-state deliveries by status, at the last count.", []string{"status"}, nil),
+		age: prometheus.NewDesc("gateway_state_age_seconds",
+			"Seconds since the last successful count of gateway_orders, gateway_orders_flagged and gateway_deliveries started; absent, like them, until a count succeeds.", nil, nil),
+		counted: prometheus.NewDesc("gateway_state_counted_timestamp_seconds",
+			"Unix time at which the last successful count of the order and delivery gauges started; 0 while none has succeeded since the process started.", nil, nil),
+		took: prometheus.NewDesc("gateway_state_count_duration_seconds", "How long the last successful count took.", nil, nil),
+		up: prometheus.NewDesc("gateway_database_up",
+			"1 when the database answered this scrape's readiness check (as /readyz) within 1 s, 0 otherwise.", nil, nil)})
 }
 
 // Handler serves the metrics in the Prometheus text format.
@@ -121,27 +129,43 @@ func (m *PrometheusMetrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
+// upTimeout bounds the readiness check of a scrape: a healthy database
+// answers it in a millisecond, and a scrape must end well within
+// Prometheus' own timeout (10 s by default) to report 0 rather than
+// nothing when the database hangs.
+const upTimeout = time.Second
+
 type stateCollector struct {
-	s                               *Service
-	orders, flagged, deliveries, up *prometheus.Desc
+	s                                                   *Service
+	orders, flagged, deliveries, age, counted, took, up *prometheus.Desc
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.orders
-	ch <- c.flagged
-	ch <- c.deliveries
-	ch <- c.up
+	for _, d := range []*prometheus.Desc{c.orders, c.flagged, c.deliveries, c.age, c.counted, c.took, c.up} {
+		ch <- d
+	}
 }
 
+// Collect reads no table: the readiness check reads a row of goose's, and
+// the gauges come from memory.
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), upTimeout)
 	defer cancel()
-	st, err := c.s.State(ctx)
-	if err != nil {
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+	up := 1.0
+	if err := c.s.Ready(ctx); err != nil {
+		up = 0
+	}
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up)
+	st, ok := c.s.LastState()
+	if !ok {
+		// Zeros would read as "no order anywhere": no gauge until a count
+		// succeeded, and a timestamp that says so.
+		ch <- prometheus.MustNewConstMetric(c.counted, prometheus.GaugeValue, 0)
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.counted, prometheus.GaugeValue, float64(st.At.UnixMilli())/1e3)
+	ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, max(c.s.now().Sub(st.At), 0).Seconds())
+	ch <- prometheus.MustNewConstMetric(c.took, prometheus.GaugeValue, st.Took.Seconds())
 	for _, status := range model.AllStatuses {
 		ch <- prometheus.MustNewConstMetric(c.orders, prometheus.GaugeValue, float64(st.Orders[status]), string(status))
 	}

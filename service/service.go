@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -209,6 +210,9 @@ type Service struct {
 	notices *batcher    // and of applynotify callbacks
 	door    *doorAudit  // the bounded audit of refusals at the door (admission.go)
 	bodies  *bodyBudget // the memory budget of request bodies (budget.go); nil: none
+	// lastState is the last State counted (state.go): what /metrics and
+	// the console's overview show, read without a query.
+	lastState atomic.Pointer[State]
 }
 
 // New builds the service. metrics may be nil.
