@@ -192,10 +192,10 @@ func (r *run) rolling(ctx context.Context, client *http.Client, bodies [][]byte)
 	}
 	// A holds leases as its jobs would: on some of the orders the
 	// callbacks are for, on others, and on deliveries.
-	half := r.cbOrders[:min(100, len(r.cbOrders))]
+	leased := r.cbOrders[:min(100, len(r.cbOrders))]
 	until := time.Now().UTC().Add(2 * time.Minute)
 	if _, err := r.store.DB().ExecContext(ctx, "UPDATE orders SET lease_owner = ?, lease_until = ? WHERE order_no >= ? AND order_no <= ?",
-		instA+"/poll/y", until, half[0], half[len(half)-1]); err != nil {
+		instA+"/poll/y", until, leased[0], leased[len(leased)-1]); err != nil {
 		return fmt.Errorf("lease: %w", err)
 	}
 	var firstCB int64
