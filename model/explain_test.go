@@ -97,6 +97,13 @@ func TestQueryPlans(t *testing.T) {
 		}
 		return err
 	})
+	checkCost(t, st.DB(), rec, "due deliveries", 20*batch, func() error {
+		got, err := q.DueDeliveries(now, now, 0, batch)
+		if err == nil && len(got) != batch {
+			err = fmt.Errorf("%d due deliveries, want %d", len(got), batch)
+		}
+		return err
+	})
 	checkCost(t, st.DB(), rec, "files of a page", 20*page, func() error {
 		nos := make([]string, page)
 		for i := range nos {
@@ -156,14 +163,14 @@ func statusReadCost(t *testing.T, db *sql.DB) int64 {
 	return handlerReads(t, db) - a
 }
 
-// scanOfOrders explains a statement and says how it scans orders, if it
-// does: type ALL, or type index (every entry of an index) unless it walks
+// scanOfOrders explains a statement and says how it scans orders or
+// deliveries, if it does: type ALL, or type index (every entry of an index) unless it walks
 // the primary key under a LIMIT with no condition (the newest orders): with
 // a condition, the walk reads until enough rows match, all of them if
 // none does.
 func scanOfOrders(t *testing.T, db *sql.DB, stmt string) string {
 	t.Helper()
-	if !strings.Contains(stmt, "`orders`") {
+	if !strings.Contains(stmt, "`orders`") && !strings.Contains(stmt, "`deliveries`") {
 		return ""
 	}
 	rows, err := db.Query("EXPLAIN " + stmt)
@@ -185,14 +192,15 @@ func scanOfOrders(t *testing.T, db *sql.DB, stmt string) string {
 		for i, c := range cols {
 			row[c] = vals[i].String
 		}
-		if row["table"] != "orders" {
+		table := row["table"]
+		if table != "orders" && table != "deliveries" {
 			continue
 		}
 		switch {
 		case row["type"] == "ALL":
-			return "reads every row of orders (type ALL)"
+			return fmt.Sprintf("reads every row of %s (type ALL)", table)
 		case row["type"] == "index" && !(row["key"] == "PRIMARY" && !strings.Contains(stmt, " WHERE ") && strings.Contains(stmt, " LIMIT ")):
-			return fmt.Sprintf("reads all of index %s of orders (type index)", row["key"])
+			return fmt.Sprintf("reads all of index %s of %s (type index)", row["key"], table)
 		}
 	}
 	return ""
@@ -276,7 +284,29 @@ func fillPlanOrders(t *testing.T, db *sql.DB, now time.Time) {
 		}
 		files = files[n:]
 	}
-	for _, table := range []string{"orders", "guarantee_files"} {
+	// Deliveries of years of project states: nearly all delivered, a few
+	// dead, the pending ones (one in 50) half due, half waiting.
+	const deliveries = planOrders / 4
+	var db2 strings.Builder
+	dargs := make([]any, 0, 4*deliveries)
+	for i := 1; i <= deliveries; i++ {
+		status, next := model.DeliveryDelivered, any(nil)
+		switch i % 100 {
+		case 1:
+			status, next = model.DeliveryPending, now.Add(-time.Minute)
+		case 2:
+			status, next = model.DeliveryPending, now.Add(time.Hour)
+		case 3:
+			status = model.DeliveryDead
+		}
+		db2.WriteString("(?, 'org-a', ?, ?, ?, ?),")
+		dargs = append(dargs, i, status, next, now, now)
+	}
+	if _, err := db.Exec("INSERT INTO deliveries (push_id, org_code, status, next_attempt_at, created_at, updated_at) VALUES "+
+		strings.TrimSuffix(db2.String(), ","), dargs...); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"orders", "guarantee_files", "deliveries"} {
 		if _, err := db.Exec("ANALYZE TABLE " + table); err != nil {
 			t.Fatal(err)
 		}

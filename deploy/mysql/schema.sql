@@ -243,7 +243,8 @@ CREATE TABLE deliveries (
   PRIMARY KEY (id),
   UNIQUE KEY uk_deliveries_push_org (push_id, org_code),
   KEY ix_deliveries_due (status, next_attempt_at),
-  KEY ix_deliveries_lease (lease_owner)
+  KEY ix_deliveries_lease (lease_owner),
+  KEY ix_deliveries_status (status)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- job_leases: which instance runs a whole-table job (the reconciliation)

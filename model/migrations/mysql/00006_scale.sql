@@ -19,7 +19,9 @@ ALTER TABLE orders
   -- since its last run
   ADD KEY ix_orders_updated (updated_at),
   ADD KEY ix_orders_opening (opening_at);
-ALTER TABLE deliveries ADD KEY ix_deliveries_lease (lease_owner);
+-- The redelivery job walks the pending deliveries by id: (status) is in id
+-- order within a status, so it reads the pending ones, not the history.
+ALTER TABLE deliveries ADD KEY ix_deliveries_lease (lease_owner), ADD KEY ix_deliveries_status (status);
 ALTER TABLE payments ADD KEY ix_payments_created (created_at);
 ALTER TABLE callbacks ADD KEY ix_callbacks_org (org_code);
 
@@ -45,7 +47,7 @@ CREATE TABLE job_marks (
 DROP TABLE job_marks;
 ALTER TABLE callbacks DROP KEY ix_callbacks_org;
 ALTER TABLE payments DROP KEY ix_payments_created;
-ALTER TABLE deliveries DROP KEY ix_deliveries_lease;
+ALTER TABLE deliveries DROP KEY ix_deliveries_status, DROP KEY ix_deliveries_lease;
 ALTER TABLE orders
   DROP KEY ix_orders_opening, DROP KEY ix_orders_updated, DROP KEY ix_orders_created,
   DROP KEY ix_orders_applicant_name, DROP KEY ix_orders_guarantee_no, DROP KEY ix_orders_flag,

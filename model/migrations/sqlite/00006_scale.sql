@@ -12,6 +12,7 @@ CREATE INDEX ix_orders_created ON orders (created_at);
 CREATE INDEX ix_orders_updated ON orders (updated_at);
 CREATE INDEX ix_orders_opening ON orders (opening_at);
 CREATE INDEX ix_deliveries_lease ON deliveries (lease_owner);
+CREATE INDEX ix_deliveries_status ON deliveries (status);
 CREATE INDEX ix_payments_created ON payments (created_at);
 CREATE INDEX ix_callbacks_org ON callbacks (org_code);
 
@@ -31,6 +32,7 @@ CREATE TABLE job_marks (
 DROP TABLE job_marks;
 DROP INDEX ix_callbacks_org;
 DROP INDEX ix_payments_created;
+DROP INDEX ix_deliveries_status;
 DROP INDEX ix_deliveries_lease;
 DROP INDEX ix_orders_opening;
 DROP INDEX ix_orders_updated;
