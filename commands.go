@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	mysqldrv "github.com/go-sql-driver/mysql"
 
 	"github.com/procurement/gateway/banksim"
 	"github.com/procurement/gateway/config"
@@ -292,15 +295,28 @@ func runFill(ctx context.Context, dsn string, opt fill.Options, stdout io.Writer
 	if err := loadtest.LoopbackDSN(dsn); err != nil {
 		return fmt.Errorf("fill: %w", err)
 	}
-	store, err := model.Open(ctx, "mysql", dsn, model.Pool{MaxOpen: 8, MaxIdle: 8, MaxLifetime: time.Hour})
+	store, err := model.Open(ctx, "mysql", dsn, model.Pool{MaxOpen: 2, MaxIdle: 2, MaxLifetime: time.Hour})
 	if err != nil {
 		return fmt.Errorf("fill: %w", err)
 	}
-	defer store.Close()
-	if _, err := store.Migrate(ctx); err != nil {
+	_, err = store.Migrate(ctx)
+	store.Close()
+	if err != nil {
 		return fmt.Errorf("fill: migrate: %w", err)
 	}
-	rep, err := fill.Run(ctx, store.DB(), opt)
+	// A pool of its own: the gateway's read timeout (30 s) would cut the
+	// index builds at the end of a big fill, which take minutes.
+	cfg, err := mysqldrv.ParseDSN(dsn)
+	if err != nil {
+		return fmt.Errorf("fill: %w", err)
+	}
+	cfg.ReadTimeout, cfg.WriteTimeout, cfg.ParseTime = time.Hour, time.Hour, true
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		return fmt.Errorf("fill: %w", err)
+	}
+	defer db.Close()
+	rep, err := fill.Run(ctx, db, opt)
 	if err != nil {
 		return err
 	}

@@ -195,7 +195,9 @@ func (o *Options) insts() ([]inst, error) {
 }
 
 // Run fills db, which must be migrated, with opt.Orders orders. It refuses
-// a database with orders unless opt.Append.
+// a database with orders unless opt.Append. The index builds at the end take
+// minutes at a million orders: db's read timeout must allow them (the
+// gateway's DSN has 30 s; `gateway loadtest --fill` opens its own pool).
 func Run(ctx context.Context, db *sql.DB, opt Options) (*Report, error) {
 	start := time.Now()
 	if err := opt.defaults(); err != nil {
