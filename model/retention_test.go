@@ -1,8 +1,10 @@
 package model_test
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,4 +172,121 @@ func TestPurgeCalls(t *testing.T) {
 			t.Error("orders, events or payments touched")
 		}
 	})
+}
+
+// oldRows stores n callbacks with a body and n calls, one a minute up to
+// a minute before cutoff, and a newer one of each (a live gateway's).
+func oldRows(t *testing.T, s *model.Store, n int, cutoff time.Time) {
+	t.Helper()
+	for start := 0; start < n; start += 500 {
+		var cbs, calls []string
+		var cbArgs, callArgs []any
+		for i := start; i < min(n, start+500); i++ {
+			at := cutoff.Add(-time.Duration(n-i) * time.Minute).UTC()
+			cbs = append(cbs, "('paystate', 'A-1', 'old body', 's', 8, 'accepted', '', ?)")
+			cbArgs = append(cbArgs, at)
+			calls = append(calls, "('B1', 'A-1', 'query', '', 'ok', 1, 1, 1, ?)")
+			callArgs = append(callArgs, at)
+		}
+		modeltest.Exec(t, s, "INSERT INTO callbacks (kind, order_no, body, body_sha256, body_size, result, errcode, received_at) VALUES "+strings.Join(cbs, ","), cbArgs...)
+		modeltest.Exec(t, s, "INSERT INTO outbound_calls (org_code, order_no, endpoint, url, result, latency_ms, request_bytes, response_bytes, created_at) VALUES "+strings.Join(calls, ","), callArgs...)
+	}
+	if err := s.InsertCallback(&model.Callback{Kind: "paystate", OrderNo: "A-1", Body: []byte("new"), BodySha256: "s", Result: model.CallbackAccepted}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InsertCall(&model.Call{OrgCode: "B1", OrderNo: "A-1", Endpoint: "query", Result: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// promptly runs write on its own connection and fails the test unless it
+// is done within a second.
+func promptly(t *testing.T, ctx context.Context, name string, write func(ctx context.Context) error) {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := write(wctx); err != nil {
+		t.Errorf("%s: %v", name, err)
+	} else if d := time.Since(start); d > time.Second {
+		t.Errorf("%s took %s", name, d)
+	}
+}
+
+// TestPurgeLocksOnlyItsRows: on MySQL, the purge's writes and the
+// callbacks and calls being recorded do not wait for each other. A batch
+// held open (far longer than a real one) keeps no callback or call from
+// being recorded; and a group commit in flight, its new rows not yet
+// committed, keeps no batch from being done.
+func TestPurgeLocksOnlyItsRows(t *testing.T) {
+	if os.Getenv(modeltest.EnvDSN) == "" {
+		t.Skipf("MySQL only: %s is not set", modeltest.EnvDSN)
+	}
+	s := modeltest.Open(t, "mysql", os.Getenv)
+	cutoff := time.Now().UTC().Add(-180 * 24 * time.Hour).Truncate(time.Millisecond)
+	oldRows(t, s, 3000, cutoff)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	// A batch of 500 held open, written as PurgeCallbackBodies and
+	// PurgeCalls write it: by primary key, at the default isolation level.
+	ids := make([]string, 500)
+	for i := range ids {
+		ids[i] = fmt.Sprint(i + 1)
+	}
+	in := strings.Join(ids, ",")
+	tx, err := s.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"UPDATE callbacks FORCE INDEX (PRIMARY) SET body = NULL WHERE id IN (" + in + ") AND body IS NOT NULL",
+		"DELETE c FROM outbound_calls AS c FORCE INDEX (PRIMARY) WHERE c.id IN (" + in + ")"} {
+		if res, err := tx.Exec(q); err != nil {
+			t.Fatal(err)
+		} else if n, _ := res.RowsAffected(); n != 500 {
+			t.Fatalf("%d rows, want 500: %s", n, q[:30])
+		}
+	}
+	promptly(t, ctx, "insert a callback while a batch holds its locks", func(ctx context.Context) error {
+		return s.With(ctx).InsertCallback(&model.Callback{Kind: "paystate", OrderNo: "A-2", Body: []byte("new"), BodySha256: "s", Result: model.CallbackAccepted})
+	})
+	promptly(t, ctx, "insert a call while a batch holds its locks", func(ctx context.Context) error {
+		return s.With(ctx).InsertCall(&model.Call{OrgCode: "B1", OrderNo: "A-2", Endpoint: "query", Result: "ok"})
+	})
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A transaction recording a callback and a call, not yet committed:
+	// the batches go on past its rows.
+	err = s.InTx(ctx, func(q model.Queries) error {
+		if err := q.InsertCallback(&model.Callback{Kind: "paystate", OrderNo: "A-3", Body: []byte("new"), BodySha256: "s", Result: model.CallbackAccepted}); err != nil {
+			return err
+		}
+		if err := q.InsertCall(&model.Call{OrgCode: "B1", OrderNo: "A-3", Endpoint: "query", Result: "ok"}); err != nil {
+			return err
+		}
+		var cur model.RetentionCursor
+		for i := 0; i < 7; i++ {
+			promptly(t, ctx, "a batch of bodies beside a group commit", func(ctx context.Context) error {
+				b, err := s.With(ctx).PurgeCallbackBodies(cur, cutoff, 500)
+				cur = b.Next
+				return err
+			})
+			promptly(t, ctx, "a batch of calls beside a group commit", func(ctx context.Context) error {
+				_, err := s.With(ctx).PurgeCalls(cutoff, 500)
+				return err
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s, "callbacks", "body IS NOT NULL"); n != 3 {
+		t.Errorf("%d bodies left, want the 3 new", n)
+	}
+	if n := count(t, s, "outbound_calls", "1=1"); n != 3 {
+		t.Errorf("%d calls left, want the 3 new", n)
+	}
 }
