@@ -21,6 +21,7 @@ type Config struct {
 	API          API           `yaml:"api"`
 	Institutions []Institution `yaml:"institutions" envkey:"orgcode"` // GATEWAY_INSTITUTIONS_<ORGCODE>_<FIELD>
 	Jobs         Jobs          `yaml:"jobs"`
+	Retention    Retention     `yaml:"retention"`
 	Log          Log           `yaml:"log"`
 	// Console is the operators' web console (console.go).
 	Console Console `yaml:"console"`
@@ -146,6 +147,9 @@ type Jobs struct {
 	PullFiles       string `yaml:"pull_files" default:"@every 1m"`
 	DeliverOutbox   string `yaml:"deliver_outbox" default:"@every 15s"`
 	Reconcile       string `yaml:"reconcile" default:"0 2 * * *"`
+	// Retention removes what retention: says is old enough, hourly: each
+	// run then purges about an hour's worth, in small batches.
+	Retention string `yaml:"retention" default:"30 * * * *"`
 
 	// Waits between queries of an order in processing; the last repeats.
 	PollBackoff []time.Duration `yaml:"poll_backoff" default:"1m,2m,5m,10m,30m,1h"`
@@ -174,6 +178,30 @@ type Metrics struct {
 	// seconds). A count still running after this long is given up.
 	StateInterval time.Duration `yaml:"state_interval" default:"30s"`
 }
+
+// Retention is how long the gateway keeps its raw records: the bodies of
+// the callbacks and the records of its outbound calls. The job
+// jobs.retention removes what is older, in batches of BatchSize with Pause
+// between them, at most MaxPerRun rows of each kind per run; 0 keeps them
+// for ever. Orders, payments, events, guarantee files and the callbacks'
+// rows themselves (digest, size, result, errcode) are never deleted
+// (docs/decisions.md §42).
+type Retention struct {
+	RawBodies time.Duration `yaml:"raw_bodies" default:"4320h"` // 180 days
+	Calls     time.Duration `yaml:"calls" default:"4320h"`      // 180 days
+	BatchSize int           `yaml:"batch_size" default:"500"`   // rows per statement
+	Pause     time.Duration `yaml:"pause" default:"100ms"`      // between batches
+	MaxPerRun int           `yaml:"max_per_run" default:"200000"`
+}
+
+// MinRetention is the shortest retention accepted other than 0: anything
+// shorter is surely a slip (180s meant as 180 days) that would throw away
+// the evidence of yesterday's callbacks.
+const MinRetention = 24 * time.Hour
+
+// MaxRetentionBatch bounds retention.batch_size: the ids of a batch travel
+// in one IN list, and one statement should hold its locks only briefly.
+const MaxRetentionBatch = 10000
 
 // Log configures logrus.
 type Log struct {

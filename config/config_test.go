@@ -66,6 +66,7 @@ jobs:
   pull_files: "@hourly"
   deliver_outbox: "@every 5s"
   reconcile: "30 3 * * *"
+  retention: "@daily"
   poll_backoff: [30s, 90s]
   redelivery_backoff: [1m]
   apply_backoff: [10s, 20s]
@@ -75,6 +76,12 @@ jobs:
   concurrency: 4
   lease: 30s
   disabled: true
+retention:
+  raw_bodies: 720h
+  calls: 0
+  batch_size: 50
+  pause: 0s
+  max_per_run: 1000
 log:
   level: debug
   format: json
@@ -155,15 +162,17 @@ func TestLoadFull(t *testing.T) {
 		},
 		Jobs: Jobs{
 			PollPending: "*/2 * * * *", RecoverApplying: "@every 2m", PullFiles: "@hourly",
-			DeliverOutbox: "@every 5s", Reconcile: "30 3 * * *",
+			DeliverOutbox: "@every 5s", Reconcile: "30 3 * * *", Retention: "@daily",
 			PollBackoff:       []time.Duration{30 * time.Second, 90 * time.Second},
 			RedeliveryBackoff: []time.Duration{time.Minute},
 			ApplyBackoff:      []time.Duration{10 * time.Second, 20 * time.Second},
 			MaxApplyAttempts:  3, StaleAfterOpening: 48 * time.Hour, BatchSize: 10, Concurrency: 4,
 			Lease: 30 * time.Second, Disabled: true,
 		},
-		Log:     Log{Level: "debug", Format: "json"},
-		Metrics: Metrics{StateInterval: 10 * time.Second},
+		// calls: 0 is kept, not taken for absent: keep the calls for ever.
+		Retention: Retention{RawBodies: 720 * time.Hour, Calls: 0, BatchSize: 50, Pause: 0, MaxPerRun: 1000},
+		Log:       Log{Level: "debug", Format: "json"},
+		Metrics:   Metrics{StateInterval: 10 * time.Second},
 		Console: Console{Addr: "127.0.0.1:9444", SessionTTL: time.Hour, TimeZone: "UTC", Users: []ConsoleUser{{Name: "ops.li",
 			PasswordHash: "$2a$10$cjagT4FzcWPiOh9Rzl.MZOG/2nogSSw.ZzcipMYkUgfOb8g9FJxq.", Role: RoleOperator}}},
 		Sim: &Sim{OrgCode: "INS-02", Addr: "127.0.0.1:9999", PayDelay: 0, IssueDelay: 500 * time.Millisecond},
@@ -175,7 +184,7 @@ func TestLoadFull(t *testing.T) {
 
 // fields prints a config with its secrets, for failure messages.
 func fields(c Config) string {
-	return fmt.Sprintf("%+v %+v %+v %+v %+v %+v %+v %+v %+v %+v", c.Server, *c.Server.TLS, c.Database.DSN, c.API.Tokens, c.Institutions, c.Jobs, c.Log, c.Metrics, c.Console, c.Sim)
+	return fmt.Sprintf("%+v %+v %+v %+v %+v %+v %+v %+v %+v %+v %+v", c.Server, *c.Server.TLS, c.Database.DSN, c.API.Tokens, c.Institutions, c.Jobs, c.Retention, c.Log, c.Metrics, c.Console, c.Sim)
 }
 
 func TestDefaults(t *testing.T) {
@@ -220,6 +229,9 @@ func TestDefaults(t *testing.T) {
 		{"jobs.concurrency", c.Jobs.Concurrency, 32},
 		{"jobs.lease", c.Jobs.Lease, 2 * time.Minute},
 		{"jobs.disabled", c.Jobs.Disabled, false},
+		{"jobs.retention", c.Jobs.Retention, "30 * * * *"},
+		{"retention", c.Retention, Retention{RawBodies: 180 * 24 * time.Hour, Calls: 180 * 24 * time.Hour, BatchSize: 500,
+			Pause: 100 * time.Millisecond, MaxPerRun: 200000}},
 		{"log.level", c.Log.Level, "info"},
 		{"log.format", c.Log.Format, "auto"},
 		{"sim.addr", c.Sim.Addr, "127.0.0.1:8090"},
@@ -635,6 +647,18 @@ func TestValidate(t *testing.T) {
 			[]string{"jobs.lease: must be positive"}},
 		{"state interval not positive", func(c *Config) { c.Metrics.StateInterval = 0 },
 			[]string{"metrics.state_interval: must be positive, got 0s"}},
+		{"retention too short", func(c *Config) { c.Retention.RawBodies = 180 * time.Second },
+			[]string{"retention.raw_bodies: must be 0 (keep for ever) or at least 24h0m0s, got 3m0s"}},
+		{"retention negative", func(c *Config) { c.Retention.Calls = -time.Hour },
+			[]string{"retention.calls: must be 0 (keep for ever) or at least 24h0m0s, got -1h0m0s"}},
+		{"retention batch", func(c *Config) { c.Retention.BatchSize = 0 },
+			[]string{"retention.batch_size: must be 1 to 10000, got 0"}},
+		{"retention max_per_run", func(c *Config) { c.Retention.MaxPerRun = 10 },
+			[]string{"retention.max_per_run: must be at least retention.batch_size (500), got 10"}},
+		{"retention pause", func(c *Config) { c.Retention.Pause = time.Hour },
+			[]string{"retention.pause: must be 0 to 1m, got 1h0m0s"}},
+		{"retention schedule", func(c *Config) { c.Jobs.Retention = "hourly" },
+			[]string{`jobs.retention: unparseable schedule "hourly"`}},
 		{"no token", func(c *Config) { c.API.Tokens = nil },
 			[]string{"api.tokens: empty"}},
 		{"empty token", func(c *Config) { c.API.Tokens = append(c.API.Tokens, "") },

@@ -73,6 +73,7 @@ func (c *Config) validate(unset map[string][]string) []error {
 	c.validateAPI(v)
 	c.validateInstitutions(v)
 	c.validateJobs(v)
+	c.validateRetention(v)
 	c.validateLog(v)
 	c.validateMetrics(v)
 	c.validateConsole(v)
@@ -302,6 +303,7 @@ func (c *Config) validateJobs(v *validator) {
 		{"jobs.pull_files", j.PullFiles},
 		{"jobs.deliver_outbox", j.DeliverOutbox},
 		{"jobs.reconcile", j.Reconcile},
+		{"jobs.retention", j.Retention},
 	} {
 		if s.spec == "" {
 			v.add(s.path, "", "empty")
@@ -326,6 +328,27 @@ func (c *Config) validateJobs(v *validator) {
 	}
 	if j.Lease <= 0 {
 		v.add("jobs.lease", "", "must be positive, got %s", j.Lease)
+	}
+}
+
+func (c *Config) validateRetention(v *validator) {
+	r := c.Retention
+	for _, d := range []struct {
+		path string
+		d    time.Duration
+	}{{"retention.raw_bodies", r.RawBodies}, {"retention.calls", r.Calls}} {
+		if d.d != 0 && d.d < MinRetention {
+			v.add(d.path, "", "must be 0 (keep for ever) or at least %s, got %s (write 180 days as 4320h)", MinRetention, d.d)
+		}
+	}
+	if r.BatchSize < 1 || r.BatchSize > MaxRetentionBatch {
+		v.add("retention.batch_size", "", "must be 1 to %d, got %d", MaxRetentionBatch, r.BatchSize)
+	}
+	if r.Pause < 0 || r.Pause > time.Minute {
+		v.add("retention.pause", "", "must be 0 to 1m, got %s", r.Pause)
+	}
+	if r.MaxPerRun < r.BatchSize {
+		v.add("retention.max_per_run", "", "must be at least retention.batch_size (%d), got %d", r.BatchSize, r.MaxPerRun)
 	}
 }
 

@@ -86,6 +86,7 @@ var labels = map[string]map[string]string{
 	},
 	"body": {
 		"not_kept": "未保存正文（超过 1 MiB，或未读取即拒绝）", "no_cipher": "无可用于解密的机构配置",
+		"removed":      "正文已按保留期限删除（retention.raw_bodies）；回调记录及其 SHA-256、大小、结果仍保留",
 		"not_envelope": "不是报文信封格式", "not_decrypted": "无法用该机构密钥解密", "not_json": "解密结果不是 JSON 对象",
 	},
 }

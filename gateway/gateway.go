@@ -130,7 +130,7 @@ func (g *Gateway) build(ctx context.Context) error {
 	j := cfg.Jobs
 	g.jobs, err = service.NewScheduler(g.svc, service.Schedules{Disabled: j.Disabled, PollPending: j.PollPending,
 		RecoverApplying: j.RecoverApplying, PullFiles: j.PullFiles, DeliverOutbox: j.DeliverOutbox,
-		Reconcile: j.Reconcile}, log)
+		Reconcile: j.Reconcile, Retention: j.Retention}, log)
 	if err != nil {
 		return err
 	}

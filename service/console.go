@@ -280,7 +280,7 @@ func (c *Console) OrderDetail(ctx context.Context, orderNo string) (*OrderDetail
 		t := TimelineEntry{EventView: e, At: e.At.Time}
 		if e.Source == "callback" && shown[e.ID] {
 			inst, _ := c.s.insts.ByOrgCode(e.OrgCode)
-			b := showBody(inst, bodies[e.ID])
+			b := showBody(inst, bodies[e.ID], e.bodyKept)
 			t.Body = &b
 		}
 		d.Timeline = append(d.Timeline, t)
@@ -507,7 +507,7 @@ func (c *Console) CallbackDetail(ctx context.Context, id int64) (*CallbackItem, 
 	}
 	it := callbackItem(*r)
 	inst, _ := c.s.insts.ByOrgCode(r.OrgCode)
-	b := showBody(inst, r.Body)
+	b := showBody(inst, r.Body, bodyKept(r.BodySha256, r.BodySize))
 	it.Body = &b
 	return &it, nil
 }

@@ -23,6 +23,7 @@ import (
 const (
 	BodyShown        = "shown"         // JSON holds it
 	BodyNotKept      = "not_kept"      // over the audit limit, refused unread, or not kept
+	BodyRemoved      = "removed"       // kept, then emptied by retention (retention.raw_bodies)
 	BodyNoCipher     = "no_cipher"     // no configured institution to decrypt it with
 	BodyNotEnvelope  = "not_envelope"  // not one of the envelopes of docs/decisions.md §1
 	BodyNotDecrypted = "not_decrypted" // does not decrypt under the institution's secret
@@ -63,10 +64,14 @@ var fileFields = map[string]bool{"bhfile": true, "file": true}
 // MaskName keeps a name's first character: 张*, 某*******.
 func MaskName(s string) string { return maskMiddle(s, 1, 0) }
 
-// showBody decrypts and presents a stored callback body.
-func showBody(inst *Institution, raw []byte) CallbackBody {
+// showBody decrypts and presents a stored callback body; kept says whether
+// the body was stored when the callback came (bodyKept), so that one
+// missing now was removed by retention.
+func showBody(inst *Institution, raw []byte, kept bool) CallbackBody {
 	switch {
-	case raw == nil:
+	case len(raw) == 0 && kept:
+		return CallbackBody{State: BodyRemoved}
+	case len(raw) == 0: // SQLite keeps a nil body as an empty one
 		return CallbackBody{State: BodyNotKept}
 	case inst == nil || inst.Cipher == nil:
 		return CallbackBody{State: BodyNoCipher}
@@ -80,6 +85,13 @@ func showBody(inst *Institution, raw []byte) CallbackBody {
 		return CallbackBody{State: BodyNotDecrypted}
 	}
 	return presentJSON(plain)
+}
+
+// bodyKept reports whether a callback's body was stored when it came: it
+// was read (it has a digest) and within the audit limit (callbacks.go).
+// Such a callback without a body now had it emptied by the retention job.
+func bodyKept(sha256 string, size int64) bool {
+	return sha256 != "" && size >= 0 && size <= rawAuditLimit
 }
 
 // presentJSON pretty-prints a decrypted payload with its personal data

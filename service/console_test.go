@@ -102,16 +102,19 @@ func TestShowBody(t *testing.T) {
 	for name, tt := range map[string]struct {
 		inst  *Institution
 		raw   []byte
+		kept  bool
 		state string
 	}{
-		"decrypted":      {inst, env, BodyShown},
-		"not kept":       {inst, nil, BodyNotKept},
-		"no institution": {nil, env, BodyNoCipher},
-		"not envelope":   {inst, []byte(`{"data":1}`), BodyNotEnvelope},
-		"other key":      {&Institution{Cipher: other}, env, BodyNotDecrypted},
+		"decrypted":          {inst, env, true, BodyShown},
+		"not kept":           {inst, nil, false, BodyNotKept},
+		"removed":            {inst, nil, true, BodyRemoved},
+		"removed, on sqlite": {inst, []byte{}, true, BodyRemoved},
+		"no institution":     {nil, env, true, BodyNoCipher},
+		"not envelope":       {inst, []byte(`{"data":1}`), true, BodyNotEnvelope},
+		"other key":          {&Institution{Cipher: other}, env, true, BodyNotDecrypted},
 	} {
 		t.Run(name, func(t *testing.T) {
-			b := showBody(tt.inst, tt.raw)
+			b := showBody(tt.inst, tt.raw, tt.kept)
 			if b.State != tt.state {
 				t.Errorf("state %s, want %s", b.State, tt.state)
 			}

@@ -443,7 +443,7 @@ func (s *Service) Events(ctx context.Context, orderNo string) ([]EventView, erro
 	}
 	for _, c := range cbs {
 		out = append(out, EventView{ID: c.ID, At: wire.Millis{Time: c.ReceivedAt}, Source: "callback", Kind: model.EventCallback, Name: c.Kind,
-			OrgCode: c.OrgCode, Result: c.Result, Errcode: c.Errcode, Detail: c.Msg})
+			OrgCode: c.OrgCode, Result: c.Result, Errcode: c.Errcode, Detail: c.Msg, bodyKept: bodyKept(c.BodySha256, c.BodySize)})
 	}
 	for _, c := range calls {
 		// The record is written when the answer is in; the status change

@@ -23,6 +23,7 @@ const (
 	JobPullFiles       = "pull_files"
 	JobDeliverOutbox   = "deliver_outbox"
 	JobReconcile       = "reconcile"
+	JobRetention       = "retention"
 )
 
 // Schedules are the cron specs of the jobs (config.yaml jobs:).
@@ -33,6 +34,7 @@ type Schedules struct {
 	PullFiles       string
 	DeliverOutbox   string
 	Reconcile       string
+	Retention       string
 }
 
 // scheduleParser reads what config validates: five fields or a descriptor
@@ -61,7 +63,7 @@ type JobStats struct {
 // model/leases.go), and the daily reconciliation runs under a job lease.
 //
 // Each job's work on one row reads in its own file: poll.go, recover.go,
-// pull.go, deliver.go, reconcile.go; runner.go moves the claimed rows
+// pull.go, deliver.go, reconcile.go, retention.go; runner.go moves the claimed rows
 // through the calls.
 type Scheduler struct {
 	s     *Service
@@ -99,6 +101,7 @@ func NewScheduler(s *Service, sched Schedules, log logrus.FieldLogger) (*Schedul
 		JobPullFiles:       j.pullFiles,
 		JobDeliverOutbox:   j.deliverOutbox,
 		JobReconcile:       j.reconcile,
+		JobRetention:       j.retention,
 	}
 	for name := range j.jobs {
 		j.running[name] = &atomic.Bool{}
@@ -114,6 +117,7 @@ func NewScheduler(s *Service, sched Schedules, log logrus.FieldLogger) (*Schedul
 	for _, e := range []struct{ name, spec string }{
 		{JobPollPending, sched.PollPending}, {JobRecoverApplying, sched.RecoverApplying},
 		{JobPullFiles, sched.PullFiles}, {JobDeliverOutbox, sched.DeliverOutbox}, {JobReconcile, sched.Reconcile},
+		{JobRetention, sched.Retention},
 	} {
 		if e.spec == "" {
 			continue

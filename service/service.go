@@ -183,6 +183,15 @@ type Settings struct {
 	// BodyBytesInFlight: the memory budget of request bodies (budget.go);
 	// 0 leaves them unbounded.
 	BodyBytesInFlight int64
+	// Retention: how long callback bodies (RetainBodies) and outbound
+	// call records (RetainCalls) are kept, 0 for ever; the retention job
+	// works in batches of RetentionBatch rows with RetentionPause between
+	// them, at most RetentionMaxPerRun rows of each per run (retention.go).
+	RetainBodies       time.Duration
+	RetainCalls        time.Duration
+	RetentionBatch     int
+	RetentionPause     time.Duration
+	RetentionMaxPerRun int
 }
 
 // SettingsFrom takes the service's settings from a configuration.
@@ -191,7 +200,9 @@ func SettingsFrom(cfg *config.Config) Settings {
 	return Settings{Instance: cfg.Server.Instance, PollBackoff: j.PollBackoff, RedeliveryBackoff: j.RedeliveryBackoff,
 		ApplyBackoff: j.ApplyBackoff, MaxApplyAttempts: j.MaxApplyAttempts, StaleAfterOpening: j.StaleAfterOpening,
 		BatchSize: j.BatchSize, Concurrency: j.Concurrency, Lease: j.Lease, CallbackBatch: cfg.Server.CallbackBatch,
-		StrangerAuditRate: cfg.Server.StrangerAuditRate, BodyBytesInFlight: cfg.Server.BodyBytesInFlight}
+		StrangerAuditRate: cfg.Server.StrangerAuditRate, BodyBytesInFlight: cfg.Server.BodyBytesInFlight,
+		RetainBodies: cfg.Retention.RawBodies, RetainCalls: cfg.Retention.Calls, RetentionBatch: cfg.Retention.BatchSize,
+		RetentionPause: cfg.Retention.Pause, RetentionMaxPerRun: cfg.Retention.MaxPerRun}
 }
 
 // rawAuditLimit: a callback body larger than this is audited as its sha256

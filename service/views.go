@@ -108,4 +108,7 @@ type EventView struct {
 	LatencyMs  int64  `json:"latency_ms,omitempty"`
 	URL        string `json:"url,omitempty"`
 	ID         int64  `json:"id"`
+	// bodyKept: a callback whose body was stored when it came (the
+	// console tells one emptied by retention from one never kept).
+	bodyKept bool
 }
