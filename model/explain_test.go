@@ -127,6 +127,11 @@ func checkCost(t *testing.T, db *sql.DB, rec *model.Statements, name string, lim
 	examined := handlerReads(t, db) - before - statusReadCost(t, db)
 	stmts := rec.Take()
 	t.Logf("%-24s %5d rows examined, %d statements", name, examined, len(stmts))
+	if testing.Verbose() {
+		for _, s := range stmts {
+			t.Logf("    %s", s)
+		}
+	}
 	if examined > limit {
 		t.Errorf("%s examined %d rows, more than %d, in:\n  %s", name, examined, limit, strings.Join(stmts, "\n  "))
 	}
