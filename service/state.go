@@ -82,8 +82,7 @@ func (s *Service) LastState() (st State, ok bool) {
 // size of the tables. The gateway runs one per instance: the counts are
 // the database's, the same on every replica, and cheap next to a scrape
 // that waited for them. A failed count is logged at warn when counts start
-// failing (or fail otherwise), and at info when they succeed again: not at
-// every interval.
+// failing, and at info when they succeed again: not at every interval.
 type StateCounter struct {
 	s     *Service
 	every time.Duration
@@ -92,7 +91,7 @@ type StateCounter struct {
 	mu      sync.Mutex
 	cancel  context.CancelFunc
 	done    chan struct{}
-	failing string // the error last logged; "" while counts succeed
+	failing string // the error of the last count; "" while counts succeed
 }
 
 // NewStateCounter returns a counter of s's State every interval (the
@@ -169,7 +168,9 @@ func (c *StateCounter) count(ctx context.Context) {
 	if cctx.Err() != nil {
 		msg = fmt.Sprintf("not done within metrics.state_interval (%s)", c.every)
 	}
-	if msg != c.failing {
+	// Once per failure spell: the text of a failing count varies with the
+	// statement it failed in, and a warning per interval would flood.
+	if c.failing == "" {
 		last, ok := c.s.LastState()
 		f := logrus.Fields{"error": msg}
 		if ok {
