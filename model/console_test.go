@@ -263,24 +263,7 @@ func TestDeliveriesExplain(t *testing.T) {
 	modeltest.Exec(t, s, "ANALYZE TABLE deliveries")
 	for _, status := range []string{model.DeliveryDead, model.DeliveryDelivered} {
 		query := s.DeliveriesSQL(model.DeliveryFilter{Status: status, Limit: 51})
-		rows, err := s.DB().QueryContext(context.Background(), "EXPLAIN "+query)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cols, _ := rows.Columns()
-		for rows.Next() {
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatal(err)
-			}
-			row := map[string]string{}
-			for i, c := range cols {
-				row[c] = fmt.Sprintf("%s", vals[i])
-			}
+		for _, row := range explain(t, s.DB(), query) {
 			// The dead ones are few and may be sorted; the delivered ones
 			// pile up and must come in index order.
 			// Either index serves: (status, next_attempt_at) and (status)
@@ -290,7 +273,6 @@ func TestDeliveriesExplain(t *testing.T) {
 				t.Errorf("%s deliveries: %v\n%s", status, row, query)
 			}
 		}
-		rows.Close()
 	}
 }
 

@@ -178,12 +178,31 @@ func scanOfOrders(t *testing.T, db *sql.DB, stmt string) string {
 	if !strings.Contains(stmt, "`orders`") && !strings.Contains(stmt, "`deliveries`") {
 		return ""
 	}
+	for _, row := range explain(t, db, stmt) {
+		table := row["table"]
+		if table != "orders" && table != "deliveries" {
+			continue
+		}
+		switch {
+		case row["type"] == "ALL":
+			return fmt.Sprintf("reads every row of %s (type ALL)", table)
+		case row["type"] == "index" && !(row["key"] == "PRIMARY" && !strings.Contains(stmt, " WHERE ") && strings.Contains(stmt, " LIMIT ")):
+			return fmt.Sprintf("reads all of index %s of %s (type index)", row["key"], table)
+		}
+	}
+	return ""
+}
+
+// explain returns the rows of MariaDB's EXPLAIN of stmt, by column name.
+func explain(t testing.TB, db *sql.DB, stmt string) []map[string]string {
+	t.Helper()
 	rows, err := db.Query("EXPLAIN " + stmt)
 	if err != nil {
 		t.Fatalf("EXPLAIN %s: %v", stmt, err)
 	}
 	defer rows.Close()
 	cols, _ := rows.Columns()
+	var out []map[string]string
 	for rows.Next() {
 		vals := make([]sql.NullString, len(cols))
 		ptrs := make([]any, len(cols))
@@ -197,18 +216,12 @@ func scanOfOrders(t *testing.T, db *sql.DB, stmt string) string {
 		for i, c := range cols {
 			row[c] = vals[i].String
 		}
-		table := row["table"]
-		if table != "orders" && table != "deliveries" {
-			continue
-		}
-		switch {
-		case row["type"] == "ALL":
-			return fmt.Sprintf("reads every row of %s (type ALL)", table)
-		case row["type"] == "index" && !(row["key"] == "PRIMARY" && !strings.Contains(stmt, " WHERE ") && strings.Contains(stmt, " LIMIT ")):
-			return fmt.Sprintf("reads all of index %s of %s (type index)", row["key"], table)
-		}
+		out = append(out, row)
 	}
-	return ""
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // fillPlanOrders writes planOrders orders as years leave them: most ended,

@@ -265,14 +265,9 @@ func findingsOf(o *model.Order, pays []model.Payment, now time.Time) []model.Fin
 func (j *Scheduler) reconcile(ctx context.Context) (JobStats, error) {
 	s := j.s
 	now := s.now()
-	token := s.claimToken(JobReconcile)
-	var got bool
-	err := s.store.Do(model.WithOp(ctx, "job_lease"), func(q model.Queries) (err error) {
-		got, err = q.AcquireJobLease(JobReconcile, token, now, now.Add(max(s.set.Lease, 30*time.Minute)))
-		return err
-	})
+	keep, got, err := j.jobLease(ctx, JobReconcile, now, now.Add(max(s.set.Lease, 30*time.Minute)))
 	if err != nil {
-		return JobStats{}, storeErr("reconcile lease", err)
+		return JobStats{}, err
 	}
 	if !got {
 		j.log.Debug("reconciliation is running or ran in another instance")
@@ -283,15 +278,7 @@ func (j *Scheduler) reconcile(ctx context.Context) (JobStats, error) {
 	if err == nil {
 		until = until.Add(j.reconcileHold(now))
 	}
-	sctx, cancel := storeContext(ctx)
-	defer cancel()
-	lerr := s.store.Do(model.WithOp(sctx, "job_lease"), func(q model.Queries) error {
-		_, err := q.SetJobLease(JobReconcile, token, until)
-		return err
-	})
-	if lerr != nil {
-		j.log.WithError(lerr).Warn("reconcile lease not updated; it runs out by itself")
-	}
+	keep(until)
 	st := JobStats{}
 	if rs != nil {
 		st.Claimed, st.Done, st.Flagged = rs.Examined, rs.Examined, rs.Findings

@@ -43,30 +43,15 @@ func (j *Scheduler) retention(ctx context.Context) (JobStats, error) {
 	}
 	now := s.now()
 	hold := max(set.Lease, 30*time.Minute)
-	token := s.claimToken(JobRetention)
-	var got bool
-	err := s.store.Do(model.WithOp(ctx, "job_lease"), func(q model.Queries) (err error) {
-		got, err = q.AcquireJobLease(JobRetention, token, now, now.Add(hold))
-		return err
-	})
+	keep, got, err := j.jobLease(ctx, JobRetention, now, now.Add(hold))
 	if err != nil {
-		return JobStats{}, storeErr("retention lease", err)
+		return JobStats{}, err
 	}
 	if !got {
 		j.log.Debug("retention is running in another instance")
 		return JobStats{Skipped: true}, nil
 	}
-	defer func() {
-		sctx, cancel := storeContext(ctx)
-		defer cancel()
-		lerr := s.store.Do(model.WithOp(sctx, "job_lease"), func(q model.Queries) error {
-			_, err := q.SetJobLease(JobRetention, token, s.now())
-			return err
-		})
-		if lerr != nil {
-			j.log.WithError(lerr).Warn("retention lease not released; it runs out by itself")
-		}
-	}()
+	defer func() { keep(s.now()) }()
 
 	// Stop well within the lease, so that no other instance starts while
 	// this one still works.
