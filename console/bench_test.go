@@ -17,6 +17,7 @@ import (
 	"github.com/procurement/gateway/handler/handlertest"
 	"github.com/procurement/gateway/model"
 	"github.com/procurement/gateway/model/modeltest"
+	"github.com/procurement/gateway/service"
 	"github.com/procurement/gateway/tools/fill"
 	"github.com/procurement/gateway/wire"
 )
@@ -129,6 +130,12 @@ func benchPages(b *testing.B, s *model.Store) {
 	}
 	if err := db.QueryRowContext(ctx, "SELECT MAX(id) FROM callbacks WHERE order_no = ?", sample).Scan(&cb); err != nil {
 		b.Fatalf("a callback of %s: %v", sample, err)
+	}
+	// The filled bodies must decrypt, or the order's and the callback's
+	// pages would be measured without their heaviest part.
+	if d, err := service.NewConsole(e.Service, service.ConsoleSettings{}).CallbackDetail(ctx, cb); err != nil ||
+		d.Body.State != service.BodyShown {
+		b.Fatalf("callback %d of %s: %+v %v, want its body shown (SIM's key is the fill's?)", cb, sample, d, err)
 	}
 	prefix := []rune(name)
 	tz, _ := time.LoadLocation("Asia/Shanghai")
