@@ -65,6 +65,27 @@ type env struct {
 // startEnv starts the gateway; configure may change its configuration.
 func startEnv(t testing.TB, driver string, configure func(*config.Config)) *env {
 	t.Helper()
+	return startEnvWith(t, envOptions{Driver: driver, Configure: configure})
+}
+
+// envOptions shape startEnvWith.
+type envOptions struct {
+	Driver string
+	// Store is an existing store (a filled database) to serve instead of
+	// a fresh one.
+	Store *model.Store
+	// SimSecret is SIM's key (default handlertest's): a filled database's
+	// SIM callbacks are sealed with config.yaml's.
+	SimSecret string
+	// Others are more institutions, that nothing answers for.
+	Others    []handlertest.Institution
+	Configure func(*config.Config)
+}
+
+// startEnvWith starts the gateway as o says.
+func startEnvWith(t testing.TB, o envOptions) *env {
+	t.Helper()
+	configure := o.Configure
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -72,10 +93,14 @@ func startEnv(t testing.TB, driver string, configure func(*config.Config)) *env 
 	sim := handlertest.DefaultInstitution("SIM")
 	sim.Name = "模拟担保公司"
 	sim.BaseURL = "http://" + ln.Addr().String() + "/sim"
+	if o.SimSecret != "" {
+		sim.AppSecret = o.SimSecret
+	}
 	down := handlertest.DefaultInstitution("DOWN")
 	down.Name = "停机银行"
 	down.AppSecret = "fedcba9876543210"
-	g := handlertest.Start(t, handlertest.Options{Driver: driver, Institutions: []handlertest.Institution{sim, down},
+	insts := append([]handlertest.Institution{sim, down}, o.Others...)
+	g := handlertest.Start(t, handlertest.Options{Driver: o.Driver, Store: o.Store, Institutions: insts,
 		Configure: func(c *config.Config) {
 			c.Console.Users = users(t)
 			c.Console.TimeZone = "Asia/Shanghai"

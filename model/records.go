@@ -150,17 +150,21 @@ type CallbackFilter struct {
 // without their bodies.
 func (q Queries) ListCallbacks(f CallbackFilter) ([]Callback, error) {
 	db := q.db.Model(&Callback{}).Omit("body")
-	for col, v := range map[string]string{"org_code": f.OrgCode, "kind": f.Kind, "result": f.Result,
-		"errcode": f.Errcode, "order_no": f.OrderNo} {
-		if v != "" {
-			db = db.Where(col+" = ?", v)
+	// In a fixed order: the same filters make the same statement (one
+	// digest in performance_schema, one plan to EXPLAIN).
+	for _, c := range []struct{ col, v string }{{"org_code", f.OrgCode}, {"kind", f.Kind}, {"result", f.Result},
+		{"errcode", f.Errcode}, {"order_no", f.OrderNo}} {
+		if c.v != "" {
+			db = db.Where(c.col+" = ?", c.v)
 		}
 	}
+	// Milliseconds, as the column: a bound with nanoseconds is no DATETIME
+	// constant to MariaDB, which then reads every callback (dbTime).
 	if !f.From.IsZero() {
-		db = db.Where("received_at >= ?", f.From.UTC())
+		db = db.Where("received_at >= ?", dbTime(f.From))
 	}
 	if !f.To.IsZero() {
-		db = db.Where("received_at < ?", f.To.UTC())
+		db = db.Where("received_at < ?", dbTime(f.To))
 	}
 	if f.BeforeID > 0 {
 		db = db.Where("id < ?", f.BeforeID)
