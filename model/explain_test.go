@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +105,39 @@ func TestQueryPlans(t *testing.T) {
 		}
 		return err
 	})
+	// The console's callbacks: the day's counts from the index alone, an
+	// institution's refusals and its newest, the latest accepted one.
+	// A count reads the day's callbacks (planOrders/50 here) and no more,
+	// from the index alone (EXPLAIN's "Using index", checked below).
+	dayAgo := now.Add(-24 * time.Hour)
+	today := int64(planOrders / 50)
+	counts := checkCost(t, st.DB(), rec, "callbacks counted today", 3*today, func() error {
+		_, err := q.CountCallbacksSince(dayAgo)
+		return err
+	})
+	counts = append(counts, checkCost(t, st.DB(), rec, "refusals counted today", 3*today, func() error {
+		_, err := q.CountRefusalsSince(dayAgo)
+		return err
+	})...)
+	for _, stmt := range counts {
+		for _, row := range explain(t, st.DB(), stmt) {
+			if !slices.Contains(strings.Split(row["Extra"], "; "), "Using index") { // not "Using index condition"
+				t.Errorf("a count of the day's callbacks reads rows, not only an index: %v\n  %s", row, stmt)
+			}
+		}
+	}
+	checkCost(t, st.DB(), rec, "refusals of one", 20*page, func() error {
+		_, err := q.ListCallbacks(model.CallbackFilter{OrgCode: "org-b", Result: model.CallbackRejected, Limit: page + 1})
+		return err
+	})
+	checkCost(t, st.DB(), rec, "callbacks of one", 20*page, func() error {
+		_, err := q.ListCallbacks(model.CallbackFilter{OrgCode: "org-b", Limit: page + 1})
+		return err
+	})
+	checkCost(t, st.DB(), rec, "last accepted callback", 100, func() error {
+		_, err := q.LastAcceptedCallback("org-b")
+		return err
+	})
 	checkCost(t, st.DB(), rec, "files of a page", 20*page, func() error {
 		nos := make([]string, page)
 		for i := range nos {
@@ -115,14 +149,15 @@ func TestQueryPlans(t *testing.T) {
 }
 
 // checkCost runs fn and fails when it examined more than limit rows, or
-// when a statement it ran scans orders.
-func checkCost(t *testing.T, db *sql.DB, rec *model.Statements, name string, limit int64, fn func() error) {
+// when a statement it ran scans orders, deliveries or callbacks; it
+// returns the statements.
+func checkCost(t *testing.T, db *sql.DB, rec *model.Statements, name string, limit int64, fn func() error) []string {
 	t.Helper()
 	rec.Take()
 	before := handlerReads(t, db)
 	if err := fn(); err != nil {
 		t.Errorf("%s: %v", name, err)
-		return
+		return nil
 	}
 	examined := handlerReads(t, db) - before - statusReadCost(t, db)
 	stmts := rec.Take()
@@ -140,6 +175,7 @@ func checkCost(t *testing.T, db *sql.DB, rec *model.Statements, name string, lim
 			t.Errorf("%s: %s\n  %s", name, scan, s)
 		}
 	}
+	return stmts
 }
 
 // handlerReads is the session's rows handed over by the storage engine.
@@ -175,12 +211,12 @@ func statusReadCost(t *testing.T, db *sql.DB) int64 {
 // none does.
 func scanOfOrders(t *testing.T, db *sql.DB, stmt string) string {
 	t.Helper()
-	if !strings.Contains(stmt, "`orders`") && !strings.Contains(stmt, "`deliveries`") {
+	if !strings.Contains(stmt, "`orders`") && !strings.Contains(stmt, "`deliveries`") && !strings.Contains(stmt, "`callbacks`") {
 		return ""
 	}
 	for _, row := range explain(t, db, stmt) {
 		table := row["table"]
-		if table != "orders" && table != "deliveries" {
+		if table != "orders" && table != "deliveries" && table != "callbacks" {
 			continue
 		}
 		switch {
@@ -302,6 +338,38 @@ func fillPlanOrders(t *testing.T, db *sql.DB, now time.Time) {
 		}
 		files = files[n:]
 	}
+	// A callback per order, received a minute after it was created; one in
+	// 50 refused. The newest 2% came within the last day.
+	var cb strings.Builder
+	cargs := make([]any, 0, 6*1000)
+	flushCallbacks := func() {
+		if len(cargs) == 0 {
+			return
+		}
+		if _, err := db.Exec("INSERT INTO callbacks (org_code, kind, order_no, body_sha256, body_size, result, errcode, received_at) VALUES "+
+			strings.TrimSuffix(cb.String(), ","), cargs...); err != nil {
+			t.Fatal(err)
+		}
+		cb.Reset()
+		cargs = cargs[:0]
+	}
+	for i := 1; i <= planOrders; i++ {
+		at := start.Add(time.Duration(i)*40*time.Minute + time.Minute)
+		if i > planOrders*98/100 {
+			at = now.Add(-time.Duration(planOrders-i) * time.Second)
+		}
+		result, code := model.CallbackAccepted, "000000"
+		if i%50 == 0 {
+			result, code = model.CallbackRejected, "100002"
+		}
+		cb.WriteString("(?, 'paystate', ?, '', 0, ?, ?, ?),")
+		cargs = append(cargs, []string{"org-a", "org-b", "org-c"}[i%3], fmt.Sprintf("PO%08d", i), result, code, at)
+		if len(cargs) >= 5*1000 {
+			flushCallbacks()
+		}
+	}
+	flushCallbacks()
+
 	// Deliveries of years of project states: nearly all delivered, a few
 	// dead, the pending ones (one in 50) half due, half waiting.
 	const deliveries = planOrders / 4
@@ -324,7 +392,7 @@ func fillPlanOrders(t *testing.T, db *sql.DB, now time.Time) {
 		strings.TrimSuffix(db2.String(), ","), dargs...); err != nil {
 		t.Fatal(err)
 	}
-	for _, table := range []string{"orders", "guarantee_files", "deliveries"} {
+	for _, table := range []string{"orders", "guarantee_files", "deliveries", "callbacks"} {
 		if _, err := db.Exec("ANALYZE TABLE " + table); err != nil {
 			t.Fatal(err)
 		}

@@ -181,7 +181,9 @@ CREATE TABLE callbacks (
   UNIQUE KEY uk_callbacks_dedup (dedup_key),
   KEY ix_callbacks_order (order_no),
   KEY ix_callbacks_received (received_at),
-  KEY ix_callbacks_org (org_code)
+  KEY ix_callbacks_org (org_code),
+  KEY ix_callbacks_org_result (org_code, result),
+  KEY ix_callbacks_received_cover (received_at, org_code, result, errcode)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- outbound_calls: audit of every attempt to call an institution (apply,

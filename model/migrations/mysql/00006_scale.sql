@@ -23,7 +23,14 @@ ALTER TABLE orders
 -- order within a status, so it reads the pending ones, not the history.
 ALTER TABLE deliveries ADD KEY ix_deliveries_lease (lease_owner), ADD KEY ix_deliveries_status (status);
 ALTER TABLE payments ADD KEY ix_payments_created (created_at);
-ALTER TABLE callbacks ADD KEY ix_callbacks_org (org_code);
+-- The console's callbacks: an institution's newest first (org_code, then
+-- id), its refusals or acceptances (org_code, result), and the day's
+-- counts by institution, result and errcode read from the index alone
+-- (received_at first: a day is a range). All three grow at their right
+-- end, as callbacks arrive, so they cost an insert little.
+ALTER TABLE callbacks ADD KEY ix_callbacks_org (org_code),
+  ADD KEY ix_callbacks_org_result (org_code, result),
+  ADD KEY ix_callbacks_received_cover (received_at, org_code, result, errcode);
 
 -- An order waits for a job only while next_check_at is set: orders whose
 -- next_check_at stayed behind while nothing was due (issued with the PDF
@@ -45,7 +52,7 @@ CREATE TABLE job_marks (
 
 -- +goose Down
 DROP TABLE job_marks;
-ALTER TABLE callbacks DROP KEY ix_callbacks_org;
+ALTER TABLE callbacks DROP KEY ix_callbacks_received_cover, DROP KEY ix_callbacks_org_result, DROP KEY ix_callbacks_org;
 ALTER TABLE payments DROP KEY ix_payments_created;
 ALTER TABLE deliveries DROP KEY ix_deliveries_status, DROP KEY ix_deliveries_lease;
 ALTER TABLE orders

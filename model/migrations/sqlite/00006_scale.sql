@@ -15,6 +15,8 @@ CREATE INDEX ix_deliveries_lease ON deliveries (lease_owner);
 CREATE INDEX ix_deliveries_status ON deliveries (status);
 CREATE INDEX ix_payments_created ON payments (created_at);
 CREATE INDEX ix_callbacks_org ON callbacks (org_code);
+CREATE INDEX ix_callbacks_org_result ON callbacks (org_code, result);
+CREATE INDEX ix_callbacks_received_cover ON callbacks (received_at, org_code, result, errcode);
 
 UPDATE orders SET next_check_at = NULL
 WHERE next_check_at IS NOT NULL
@@ -30,6 +32,8 @@ CREATE TABLE job_marks (
 
 -- +goose Down
 DROP TABLE job_marks;
+DROP INDEX ix_callbacks_received_cover;
+DROP INDEX ix_callbacks_org_result;
 DROP INDEX ix_callbacks_org;
 DROP INDEX ix_payments_created;
 DROP INDEX ix_deliveries_status;
