@@ -55,13 +55,40 @@ func (q Queries) insertAll(rows any, n int, what string) error {
 	return nil
 }
 
+// DedupRef is a dedup key with the order its row names. The unique indexes
+// lead with the order (uk_callbacks_dedup, uk_payments_dedup: order_no,
+// dedup_key; docs/decisions.md §44), so a key is looked up with its order:
+// by the key alone, the lookup would read the whole index.
+type DedupRef struct{ OrderNo, Key string }
+
+// whereDedup is the condition "one of these (order, key) pairs", as
+// (order_no = ? AND dedup_key = ?) OR …: MariaDB, MySQL, TiDB and SQLite
+// each descend the unique index once per pair. A row constructor IN would
+// be shorter, but SQLite scans the table for it; order_no IN ? AND
+// dedup_key IN ? descends once per order and key combined.
+func whereDedup(db *gorm.DB, refs []DedupRef) *gorm.DB {
+	var b strings.Builder
+	args := make([]any, 0, 2*len(refs))
+	for i, r := range refs {
+		if i > 0 {
+			b.WriteString(" OR ")
+		}
+		b.WriteString("(order_no = ? AND dedup_key = ?)")
+		args = append(args, r.OrderNo, r.Key)
+	}
+	return db.Where("("+b.String()+")", args...)
+}
+
 // TakenCallbackKeys returns which of the dedup keys a stored callback holds.
-func (q Queries) TakenCallbackKeys(keys []string) (map[string]bool, error) {
+func (q Queries) TakenCallbackKeys(refs []DedupRef) (map[string]bool, error) {
+	out := make(map[string]bool, len(refs))
+	if len(refs) == 0 {
+		return out, nil
+	}
 	var taken []string
-	if err := q.db.Model(&Callback{}).Where("dedup_key IN ?", keys).Pluck("dedup_key", &taken).Error; err != nil {
+	if err := whereDedup(q.db.Model(&Callback{}), refs).Pluck("dedup_key", &taken).Error; err != nil {
 		return nil, fmt.Errorf("callback keys: %w", err)
 	}
-	out := make(map[string]bool, len(taken))
 	for _, k := range taken {
 		out[k] = true
 	}
@@ -75,14 +102,14 @@ func (q Queries) TakenCallbackKeys(keys []string) (map[string]bool, error) {
 // ones. Rows without a key (audit rows of refusals and repeats) keep ID 0:
 // nothing refers to them.
 func (q Queries) InsertCallbacks(cbs []*Callback) error {
-	keys := make([]string, 0, len(cbs))
+	refs := make([]DedupRef, 0, len(cbs))
 	at := now()
 	for _, c := range cbs {
 		if c.ReceivedAt.IsZero() {
 			c.ReceivedAt = at
 		}
 		if c.DedupKey != nil {
-			keys = append(keys, *c.DedupKey)
+			refs = append(refs, DedupRef{OrderNo: c.OrderNo, Key: *c.DedupKey})
 		}
 	}
 	if err := q.insertAll(cbs, len(cbs), "callbacks"); err != nil {
@@ -91,14 +118,14 @@ func (q Queries) InsertCallbacks(cbs []*Callback) error {
 	for _, c := range cbs {
 		c.ID = 0
 	}
-	if len(keys) == 0 {
+	if len(refs) == 0 {
 		return nil
 	}
 	var ids []struct {
 		ID       int64
 		DedupKey string
 	}
-	if err := q.db.Model(&Callback{}).Select("id", "dedup_key").Where("dedup_key IN ?", keys).Find(&ids).Error; err != nil {
+	if err := whereDedup(q.db.Model(&Callback{}).Select("id", "dedup_key"), refs).Find(&ids).Error; err != nil {
 		return fmt.Errorf("callback ids: %w", err)
 	}
 	byKey := make(map[string]int64, len(ids))

@@ -2,7 +2,9 @@ package model_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"slices"
@@ -21,7 +23,10 @@ import (
 // one-connection store, and the test reads what it cost from the session's
 // Handler_read_* counters (rows the storage engine handed over, the "rows
 // examined"), then runs EXPLAIN on each statement it recorded and fails on
-// a scan of orders (type ALL, or a full index scan).
+// a scan of orders, deliveries, callbacks or payments (type ALL, or a full
+// index scan). The callbacks' dedup lookups are among them: the unique
+// dedup indexes lead with order_no (docs/decisions.md §44), and a lookup
+// by the key alone would read the whole index.
 
 const planOrders = 20000
 
@@ -47,6 +52,10 @@ func TestQueryPlans(t *testing.T) {
 	if scanOfOrders(t, st.DB(), "SELECT * FROM `orders` WHERE contact_email = 'x' ORDER BY id DESC LIMIT 51") == "" ||
 		scanOfOrders(t, st.DB(), "SELECT * FROM `orders` WHERE tenderer_code = 'x'") == "" {
 		t.Fatal("EXPLAIN of a filter on an unindexed column shows no scan: the check below would pass anything")
+	}
+	if scanOfOrders(t, st.DB(), "SELECT `id` FROM `callbacks` WHERE dedup_key = 'x'") == "" ||
+		scanOfOrders(t, st.DB(), "SELECT `id` FROM `payments` WHERE dedup_key = 'x'") == "" {
+		t.Fatal("EXPLAIN of a lookup by the dedup key alone shows no scan: it would not see a lookup that misses the order")
 	}
 
 	rec := &model.Statements{}
@@ -138,6 +147,50 @@ func TestQueryPlans(t *testing.T) {
 		_, err := q.LastAcceptedCallback("org-b")
 		return err
 	})
+	// A group commit's dedup lookups (model/batch.go): the stored keys of a
+	// batch of callbacks, half of them taken; then the IDs of the rows it
+	// inserted, read back by (order, key).
+	const cbBatch = 64
+	refs := make([]model.DedupRef, cbBatch)
+	for i := range refs {
+		no := fmt.Sprintf("PO%08d", planOrders-2*i)
+		refs[i] = model.DedupRef{OrderNo: no, Key: planKey(no, "paystate")}
+		if i%2 == 1 {
+			refs[i].Key = planKey(no, "never sent")
+		}
+	}
+	checkCost(t, st.DB(), rec, "taken callback keys", 2*cbBatch, func() error {
+		taken, err := q.TakenCallbackKeys(refs)
+		if err == nil && len(taken) != cbBatch/2 {
+			err = fmt.Errorf("%d keys taken, want %d", len(taken), cbBatch/2)
+		}
+		return err
+	})
+	checkCost(t, st.DB(), rec, "callbacks of a batch", 2*cbBatch, func() error {
+		cbs := make([]*model.Callback, cbBatch)
+		for i := range cbs {
+			no := fmt.Sprintf("PO%08d", planOrders-2*i-1)
+			key := planKey(no, "applynotify")
+			cbs[i] = &model.Callback{Kind: "applynotify", OrderNo: no, DedupKey: &key, BodySha256: key,
+				Result: model.CallbackAccepted, Errcode: "0"}
+		}
+		if err := q.InsertCallbacks(cbs); err != nil {
+			return err
+		}
+		for _, c := range cbs {
+			if c.ID == 0 {
+				return fmt.Errorf("callback of %s: no ID read back", c.OrderNo)
+			}
+		}
+		return nil
+	})
+	checkCost(t, st.DB(), rec, "order trails", 20*page, func() error {
+		trails, err := q.OrderTrails("PO000100")
+		if err == nil && len(trails) != 100 {
+			err = fmt.Errorf("%d trails, want 100", len(trails))
+		}
+		return err
+	})
 	checkCost(t, st.DB(), rec, "files of a page", 20*page, func() error {
 		nos := make([]string, page)
 		for i := range nos {
@@ -204,19 +257,25 @@ func statusReadCost(t *testing.T, db *sql.DB) int64 {
 	return handlerReads(t, db) - a
 }
 
-// scanOfOrders explains a statement and says how it scans orders or
-// deliveries, if it does: type ALL, or type index (every entry of an index) unless it walks
-// the primary key under a LIMIT with no condition (the newest orders): with
-// a condition, the walk reads until enough rows match, all of them if
-// none does.
+// scanned are the tables that grow with history whose scans the test
+// refuses.
+var scanned = []string{"orders", "deliveries", "callbacks", "payments"}
+
+// scanOfOrders explains a statement and says how it scans one of the
+// scanned tables, if it does: type ALL, or type index (every entry of an
+// index) unless it walks the primary key under a LIMIT with no condition
+// (the newest orders): with a condition, the walk reads until enough rows
+// match, all of them if none does.
 func scanOfOrders(t *testing.T, db *sql.DB, stmt string) string {
 	t.Helper()
-	if !strings.Contains(stmt, "`orders`") && !strings.Contains(stmt, "`deliveries`") && !strings.Contains(stmt, "`callbacks`") {
+	if !slices.ContainsFunc(scanned, func(table string) bool { return strings.Contains(stmt, "`"+table+"`") }) ||
+		strings.HasPrefix(stmt, "INSERT ") {
+		// An INSERT reads no rows; its EXPLAIN says type ALL all the same.
 		return ""
 	}
 	for _, row := range explain(t, db, stmt) {
 		table := row["table"]
-		if table != "orders" && table != "deliveries" && table != "callbacks" {
+		if !slices.Contains(scanned, table) {
 			continue
 		}
 		switch {
@@ -392,9 +451,39 @@ func fillPlanOrders(t *testing.T, db *sql.DB, now time.Time) {
 		strings.TrimSuffix(db2.String(), ","), dargs...); err != nil {
 		t.Fatal(err)
 	}
-	for _, table := range []string{"orders", "guarantee_files", "deliveries", "callbacks"} {
+	// Each order's callbacks and payments as the gateway leaves them: an
+	// accepted paystate with its payment, received soon after the order was
+	// created, the keys as random as SHA-256 makes them.
+	for i := 1; i <= planOrders; i += 1000 {
+		var cb, pb strings.Builder
+		var cargs, pargs []any
+		for j := i; j < i+1000 && j <= planOrders; j++ {
+			no := fmt.Sprintf("PO%08d", j)
+			key := planKey(no, "paystate")
+			cb.WriteString("('org-a', 'paystate', ?, ?, ?, 10, 'accepted', '0', ?),")
+			cargs = append(cargs, no, key, key, start.Add(time.Duration(j)*40*time.Minute+2*time.Minute))
+			pb.WriteString("(?, ?, 'org-a', '1', '1000.00', ?, ?, ?),")
+			pargs = append(pargs, key, no, now, j, now)
+		}
+		if _, err := db.Exec("INSERT INTO callbacks (org_code, kind, order_no, dedup_key, body_sha256, body_size, result, errcode, received_at) VALUES "+
+			strings.TrimSuffix(cb.String(), ","), cargs...); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec("INSERT INTO payments (dedup_key, order_no, org_code, kind, amount, paid_at, callback_id, created_at) VALUES "+
+			strings.TrimSuffix(pb.String(), ","), pargs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, table := range []string{"orders", "guarantee_files", "deliveries", "callbacks", "payments"} {
 		if _, err := db.Exec("ANALYZE TABLE " + table); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// planKey is a dedup key of the plan's callbacks: random-looking, as the
+// gateway's SHA-256 are.
+func planKey(orderNo, what string) string {
+	h := sha256.Sum256([]byte(what + "\x1f" + orderNo))
+	return hex.EncodeToString(h[:])
 }

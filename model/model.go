@@ -3,8 +3,9 @@
 // speaks SQL only; it makes no HTTP call and knows no cipher.
 //
 // Idempotency lives in unique indexes (order_no, org_code+guarantee_no, the
-// callback dedup key, the payment dedup key) and in conditional UPDATEs with
-// a rows-affected check, never in a read before a write.
+// callback and the payment dedup keys, each under its order) and in
+// conditional UPDATEs with a rows-affected check, never in a read before a
+// write.
 package model
 
 import (

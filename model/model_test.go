@@ -150,7 +150,8 @@ func TestCallbackDedup(t *testing.T) {
 	modeltest.ForEach(t, os.Getenv, func(t *testing.T, s *model.Store) {
 		key := "dedup-1"
 		rec := func(k *string) error {
-			return s.InsertCallback(&model.Callback{Kind: "paystate", DedupKey: k, BodySha256: "x", Result: model.CallbackAccepted, Errcode: "000000"})
+			return s.InsertCallback(&model.Callback{Kind: "paystate", OrderNo: "O1", DedupKey: k, BodySha256: "x",
+				Result: model.CallbackAccepted, Errcode: "000000"})
 		}
 		if err := rec(&key); err != nil {
 			t.Fatal(err)
@@ -163,6 +164,29 @@ func TestCallbackDedup(t *testing.T) {
 			if err := rec(nil); err != nil {
 				t.Fatalf("audit record %d: %v", i, err)
 			}
+		}
+		// A group commit looks keys up with their order (the index leads
+		// with it, docs/decisions.md §44) and reads its rows' IDs back so.
+		two := "dedup-2"
+		taken, err := s.TakenCallbackKeys([]model.DedupRef{{OrderNo: "O1", Key: key}, {OrderNo: "O1", Key: two}})
+		if err != nil || len(taken) != 1 || !taken[key] {
+			t.Fatalf("taken keys: %v (%v), want only %s", taken, err, key)
+		}
+		batch := func() []*model.Callback {
+			return []*model.Callback{
+				{Kind: "paystate", OrderNo: "O1", DedupKey: &two, BodySha256: "x", Result: model.CallbackAccepted, Errcode: "000000"},
+				{Kind: "paystate", OrderNo: "O1", BodySha256: "x", Result: model.CallbackDuplicate, Errcode: "000000"},
+			}
+		}
+		cbs := batch()
+		if err := s.InsertCallbacks(cbs); err != nil || cbs[0].ID == 0 {
+			t.Fatalf("batch: %v, id %d", err, cbs[0].ID)
+		}
+		if got, err := s.Callback(cbs[0].ID); err != nil || got.DedupKey == nil || *got.DedupKey != two {
+			t.Errorf("batch row handed out id %d, which is %+v (%v)", cbs[0].ID, got, err)
+		}
+		if err := s.InsertCallbacks(batch()); !errors.Is(err, model.ErrDuplicate) {
+			t.Fatalf("batch again: %v, want ErrDuplicate", err)
 		}
 	})
 }

@@ -205,21 +205,27 @@ type batchRows struct {
 func (s *Service) lockBatch(tx model.Queries, jobs []*batchJob, orderNo func(*batchJob) string,
 	plain func(*batchJob, *model.Order) bool) (batchRows, error) {
 	nos := make([]string, 0, len(jobs))
-	keys := make([]string, 0, len(jobs))
 	seen := make(map[string]bool, len(jobs))
 	for _, j := range jobs {
 		if no := orderNo(j); !seen[no] {
 			seen[no] = true
 			nos = append(nos, no)
 		}
-		keys = append(keys, j.key)
 	}
 	var r batchRows
 	var err error
 	if r.orders, err = tx.LockOrders(nos); err != nil {
 		return r, err
 	}
-	stored, err := tx.TakenCallbackKeys(keys)
+	// A stored key names its order (docs/decisions.md §44): only the keys
+	// of the jobs whose order exists can be taken, under that order.
+	refs := make([]model.DedupRef, 0, len(jobs))
+	for _, j := range jobs {
+		if o := r.orders[orderNo(j)]; o != nil {
+			refs = append(refs, model.DedupRef{OrderNo: o.OrderNo, Key: j.key})
+		}
+	}
+	stored, err := tx.TakenCallbackKeys(refs)
 	if err != nil {
 		return r, err
 	}

@@ -118,7 +118,11 @@ CREATE TABLE order_events (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- payments: paystate callbacks that took effect (pay and refund), one row
--- per dedup key (institution, orderno, type, paytime, paymoney).
+-- per dedup key (institution, orderno, type, paytime, paymoney). The dedup
+-- key is unique under its order: uk_payments_dedup leads with order_no, so
+-- that a new payment lands beside its order's others, not on a random page
+-- of the index (docs/decisions.md §44); a key names one order, so this is
+-- the key unique.
 -- Personal data: payer_name, payer_account (paybankno).
 CREATE TABLE payments (
   id            BIGINT NOT NULL AUTO_INCREMENT,
@@ -133,7 +137,7 @@ CREATE TABLE payments (
   callback_id   BIGINT NOT NULL,
   created_at    DATETIME(3) NOT NULL,
   PRIMARY KEY (id),
-  UNIQUE KEY uk_payments_dedup (dedup_key),
+  UNIQUE KEY uk_payments_dedup (order_no, dedup_key),
   KEY ix_payments_order (order_no),
   KEY ix_payments_paid_at (paid_at),
   KEY ix_payments_created (created_at)
@@ -166,7 +170,9 @@ CREATE TABLE callbacks (
   kind         VARCHAR(16) NOT NULL,
   order_no     VARCHAR(32) NOT NULL DEFAULT '',
   guarantee_no VARCHAR(64) NOT NULL DEFAULT '',
-  -- set only on the callback whose effect was applied: a repeat collides here
+  -- set only on the callback whose effect was applied, of a found order:
+  -- a repeat collides in uk_callbacks_dedup, which leads with order_no for
+  -- locality (a key names one order, docs/decisions.md §44)
   dedup_key    CHAR(64) NULL,
   body         LONGBLOB NULL,
   body_sha256  CHAR(64) NOT NULL,
@@ -178,7 +184,7 @@ CREATE TABLE callbacks (
   request_id   VARCHAR(64) NOT NULL DEFAULT '',
   received_at  DATETIME(3) NOT NULL,
   PRIMARY KEY (id),
-  UNIQUE KEY uk_callbacks_dedup (dedup_key),
+  UNIQUE KEY uk_callbacks_dedup (order_no, dedup_key),
   KEY ix_callbacks_order (order_no),
   KEY ix_callbacks_received (received_at),
   KEY ix_callbacks_org (org_code),

@@ -50,7 +50,22 @@ CREATE TABLE job_marks (
   PRIMARY KEY (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- The dedup indexes lead with the order (docs/decisions.md §44): keyed by
+-- the SHA-256 alone, each accepted callback and payment inserted into a
+-- random page of an index that outgrows the buffer pool after a few
+-- hundred thousand orders, and paid a disk read for it. Led by order_no,
+-- a callback lands next to its order's others, and orders are numbered
+-- by time. Unique (order_no, dedup_key) is unique dedup_key for every row
+-- the gateway writes: a key is set only on a row of a found order and
+-- names that order (paystate and applynotify hash the orderno; release
+-- hashes the bhno, unique per institution and never moved); repeats and
+-- refusals carry NULL, which no unique index compares.
+ALTER TABLE callbacks DROP KEY uk_callbacks_dedup, ADD UNIQUE KEY uk_callbacks_dedup (order_no, dedup_key);
+ALTER TABLE payments DROP KEY uk_payments_dedup, ADD UNIQUE KEY uk_payments_dedup (order_no, dedup_key);
+
 -- +goose Down
+ALTER TABLE payments DROP KEY uk_payments_dedup, ADD UNIQUE KEY uk_payments_dedup (dedup_key);
+ALTER TABLE callbacks DROP KEY uk_callbacks_dedup, ADD UNIQUE KEY uk_callbacks_dedup (dedup_key);
 DROP TABLE job_marks;
 ALTER TABLE callbacks DROP KEY ix_callbacks_received_cover, DROP KEY ix_callbacks_org_result, DROP KEY ix_callbacks_org;
 ALTER TABLE payments DROP KEY ix_payments_created;

@@ -30,7 +30,26 @@ CREATE TABLE job_marks (
   updated_at DATETIME NOT NULL
 );
 
+-- The dedup indexes lead with the order (docs/decisions.md §44): keyed by
+-- the SHA-256 alone, each accepted callback and payment inserted into a
+-- random page of an index that outgrows the buffer pool after a few
+-- hundred thousand orders, and paid a disk read for it. Led by order_no,
+-- a callback lands next to its order's others, and orders are numbered
+-- by time. Unique (order_no, dedup_key) is unique dedup_key for every row
+-- the gateway writes: a key is set only on a row of a found order and
+-- names that order (paystate and applynotify hash the orderno; release
+-- hashes the bhno, unique per institution and never moved); repeats and
+-- refusals carry NULL, which no unique index compares.
+DROP INDEX uk_callbacks_dedup;
+CREATE UNIQUE INDEX uk_callbacks_dedup ON callbacks (order_no, dedup_key);
+DROP INDEX uk_payments_dedup;
+CREATE UNIQUE INDEX uk_payments_dedup ON payments (order_no, dedup_key);
+
 -- +goose Down
+DROP INDEX uk_payments_dedup;
+CREATE UNIQUE INDEX uk_payments_dedup ON payments (dedup_key);
+DROP INDEX uk_callbacks_dedup;
+CREATE UNIQUE INDEX uk_callbacks_dedup ON callbacks (dedup_key);
 DROP TABLE job_marks;
 DROP INDEX ix_callbacks_received_cover;
 DROP INDEX ix_callbacks_org_result;
