@@ -138,7 +138,6 @@ CREATE TABLE payments (
   created_at    DATETIME(3) NOT NULL,
   PRIMARY KEY (id),
   UNIQUE KEY uk_payments_dedup (order_no, dedup_key),
-  KEY ix_payments_order (order_no),
   KEY ix_payments_paid_at (paid_at),
   KEY ix_payments_created (created_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
@@ -185,7 +184,6 @@ CREATE TABLE callbacks (
   received_at  DATETIME(3) NOT NULL,
   PRIMARY KEY (id),
   UNIQUE KEY uk_callbacks_dedup (order_no, dedup_key),
-  KEY ix_callbacks_order (order_no),
   KEY ix_callbacks_received (received_at),
   KEY ix_callbacks_org (org_code),
   KEY ix_callbacks_org_result (org_code, result),

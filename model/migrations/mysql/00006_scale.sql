@@ -59,13 +59,17 @@ CREATE TABLE job_marks (
 -- the gateway writes: a key is set only on a row of a found order and
 -- names that order (paystate and applynotify hash the orderno; release
 -- hashes the bhno, unique per institution and never moved); repeats and
--- refusals carry NULL, which no unique index compares.
-ALTER TABLE callbacks DROP KEY uk_callbacks_dedup, ADD UNIQUE KEY uk_callbacks_dedup (order_no, dedup_key);
-ALTER TABLE payments DROP KEY uk_payments_dedup, ADD UNIQUE KEY uk_payments_dedup (order_no, dedup_key);
+-- refusals carry NULL, which no unique index compares. Led by order_no,
+-- they also serve every lookup by order: ix_callbacks_order and
+-- ix_payments_order would be one more write per insert for nothing.
+ALTER TABLE callbacks DROP KEY uk_callbacks_dedup, DROP KEY ix_callbacks_order,
+  ADD UNIQUE KEY uk_callbacks_dedup (order_no, dedup_key);
+ALTER TABLE payments DROP KEY uk_payments_dedup, DROP KEY ix_payments_order,
+  ADD UNIQUE KEY uk_payments_dedup (order_no, dedup_key);
 
 -- +goose Down
-ALTER TABLE payments DROP KEY uk_payments_dedup, ADD UNIQUE KEY uk_payments_dedup (dedup_key);
-ALTER TABLE callbacks DROP KEY uk_callbacks_dedup, ADD UNIQUE KEY uk_callbacks_dedup (dedup_key);
+ALTER TABLE payments DROP KEY uk_payments_dedup, ADD UNIQUE KEY uk_payments_dedup (dedup_key), ADD KEY ix_payments_order (order_no);
+ALTER TABLE callbacks DROP KEY uk_callbacks_dedup, ADD UNIQUE KEY uk_callbacks_dedup (dedup_key), ADD KEY ix_callbacks_order (order_no);
 DROP TABLE job_marks;
 ALTER TABLE callbacks DROP KEY ix_callbacks_received_cover, DROP KEY ix_callbacks_org_result, DROP KEY ix_callbacks_org;
 ALTER TABLE payments DROP KEY ix_payments_created;

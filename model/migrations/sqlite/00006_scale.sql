@@ -41,15 +41,19 @@ CREATE TABLE job_marks (
 -- hashes the bhno, unique per institution and never moved); repeats and
 -- refusals carry NULL, which no unique index compares.
 DROP INDEX uk_callbacks_dedup;
+DROP INDEX ix_callbacks_order;
 CREATE UNIQUE INDEX uk_callbacks_dedup ON callbacks (order_no, dedup_key);
 DROP INDEX uk_payments_dedup;
+DROP INDEX ix_payments_order;
 CREATE UNIQUE INDEX uk_payments_dedup ON payments (order_no, dedup_key);
 
 -- +goose Down
 DROP INDEX uk_payments_dedup;
 CREATE UNIQUE INDEX uk_payments_dedup ON payments (dedup_key);
+CREATE INDEX ix_payments_order ON payments (order_no);
 DROP INDEX uk_callbacks_dedup;
 CREATE UNIQUE INDEX uk_callbacks_dedup ON callbacks (dedup_key);
+CREATE INDEX ix_callbacks_order ON callbacks (order_no);
 DROP TABLE job_marks;
 DROP INDEX ix_callbacks_received_cover;
 DROP INDEX ix_callbacks_org_result;
