@@ -32,6 +32,7 @@ import (
 
 	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/crypto"
+	"github.com/procurement/gateway/model"
 )
 
 // Options is one fill.
@@ -57,10 +58,11 @@ type Options struct {
 	Append bool
 	// KeepIndexes keeps every index in place while the rows go in. By
 	// default a fill of an empty database drops every secondary index of
-	// the tables it writes (the primary keys stay) and builds each table's
-	// again at the end, sorted, in one ALTER TABLE, then checks that the
-	// tables are as migrated (deferred.go); with Append they are always
-	// kept.
+	// the tables that have one whose keys come in random order (orders,
+	// callbacks, payments, project_states; the primary keys stay), builds
+	// each table's again at the end, sorted, in one ALTER TABLE, and checks
+	// that the tables are as migrated (deferred.go); with Append they are
+	// always kept.
 	KeepIndexes bool
 	// Clean leaves the discrepancies out (default: planted, Report.Planted).
 	Clean bool
@@ -326,7 +328,18 @@ func (f *filler) run(ctx context.Context, rep *Report) error {
 				if !ok {
 					return
 				}
-				if buf, err = f.insert(ctx, conn, ch, &bases, buf); err != nil {
+				// The first transaction into an empty table takes it whole
+				// (MariaDB's bulk insert into an empty table, with
+				// unique_checks off): two chunks that both start on
+				// empty tables may deadlock, and the one refused goes
+				// again, with the same rows and ids.
+				for try := 1; ; try++ {
+					buf, err = f.insert(ctx, conn, ch, &bases, buf)
+					if err == nil || try == 5 || !model.Transient(err) || ctx.Err() != nil {
+						break
+					}
+				}
+				if err != nil {
 					cancel(err)
 					f.seq.fail()
 					return
