@@ -41,8 +41,9 @@ import (
 var keysInOrder = map[string]bool{"order_events": true, "outbound_calls": true, "guarantee_files": true,
 	"deliveries": true}
 
-// buildsAtOnce is how many tables have their indexes built at once: the
-// orders' take longest, the others' are built meanwhile on the other core.
+// buildsAtOnce is how many tables have their indexes built at once, each on
+// a connection of its own: the orders' take longest, the others' are built
+// meanwhile (a build is mostly one thread of the server's).
 const buildsAtOnce = 2
 
 // indexDef is one index as information_schema describes it.
