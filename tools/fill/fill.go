@@ -32,6 +32,7 @@ import (
 
 	"github.com/procurement/gateway/config"
 	"github.com/procurement/gateway/crypto"
+	"github.com/procurement/gateway/model"
 )
 
 // Options is one fill.
@@ -56,10 +57,12 @@ type Options struct {
 	// orders take the ids after the last.
 	Append bool
 	// KeepIndexes keeps every index in place while the rows go in. By
-	// default a fill of an empty database drops the four indexes whose
-	// keys come in random order (the bidder's slot and name on orders, the
-	// dedup keys of callbacks and payments) and builds them again, sorted,
-	// at the end (deferred.go); with Append they are always kept.
+	// default a fill of an empty database drops every secondary index of
+	// the tables that have one whose keys come in random order (orders,
+	// callbacks, payments, project_states; the primary keys stay), builds
+	// each table's again at the end, sorted, in one ALTER TABLE, and checks
+	// that the tables are as migrated (deferred.go); with Append they are
+	// always kept.
 	KeepIndexes bool
 	// Clean leaves the discrepancies out (default: planted, Report.Planted).
 	Clean bool
@@ -116,6 +119,7 @@ type Report struct {
 	Now            time.Time
 	Took           time.Duration
 	AnalyzeTook    time.Duration
+	RowsTook       time.Duration // inserting the rows
 	IndexTook      time.Duration // building the deferred indexes after the rows
 	InsertWorkers  int
 	OrdersPerChunk int
@@ -240,7 +244,9 @@ func Run(ctx context.Context, db *sql.DB, opt Options) (*Report, error) {
 			return nil, err
 		}
 	}
+	r := time.Now()
 	err = f.run(ctx, rep)
+	rep.RowsTook = time.Since(r)
 	if restore != nil {
 		// Put the indexes back even if the fill failed or was cancelled.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Hour)
@@ -304,7 +310,7 @@ func (f *filler) run(ctx context.Context, rep *Report) error {
 			}
 			defer conn.Close()
 			// No foreign keys to check, and every unique key is unique by
-			// construction; the indexes are still maintained.
+			// construction (the indexes, when kept, are still maintained).
 			if _, err := conn.ExecContext(ctx, "SET SESSION unique_checks = 0, foreign_key_checks = 0"); err != nil {
 				cancel(fmt.Errorf("fill: session: %w", err))
 				f.seq.fail()
@@ -322,7 +328,18 @@ func (f *filler) run(ctx context.Context, rep *Report) error {
 				if !ok {
 					return
 				}
-				if buf, err = f.insert(ctx, conn, ch, &bases, buf); err != nil {
+				// The first transaction into an empty table takes it whole
+				// (MariaDB's bulk insert into an empty table, with
+				// unique_checks off): two chunks that both start on
+				// empty tables may deadlock, and the one refused goes
+				// again, with the same rows and ids.
+				for try := 1; ; try++ {
+					buf, err = f.insert(ctx, conn, ch, &bases, buf)
+					if err == nil || try == 5 || !model.Transient(err) || ctx.Err() != nil {
+						break
+					}
+				}
+				if err != nil {
 					cancel(err)
 					f.seq.fail()
 					return
@@ -492,7 +509,8 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  %-16s %10d rows  %5.2f per order  %8v in INSERTs\n", t.name, r.Rows[t.name],
 			float64(r.Rows[t.name])/float64(max(r.Orders, 1)), r.Spent[t.name].Round(time.Millisecond))
 	}
-	fmt.Fprintf(w, "  commits: %v; deferred indexes built in %v\n", r.Spent["commit"].Round(time.Millisecond), r.IndexTook.Round(time.Millisecond))
+	fmt.Fprintf(w, "  commits: %v; rows in %v, deferred indexes built in %v\n", r.Spent["commit"].Round(time.Millisecond),
+		r.RowsTook.Round(time.Millisecond), r.IndexTook.Round(time.Millisecond))
 	names := make([]string, 0, len(r.Status))
 	for k := range r.Status {
 		names = append(names, k)
