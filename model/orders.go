@@ -372,11 +372,13 @@ func (q Queries) filtered(f OrderFilter) (*gorm.DB, error) {
 	// On MySQL the filters' own indexes, and no other: for a value common
 	// in the history but rare among the newest orders (an institution that
 	// has gone quiet), the optimizer would walk the primary key backwards
-	// and read every newer order on the way. Not with a search (its
-	// columns have their own indexes) nor a creation range (an id range).
+	// and read every newer order on the way. FORCE, not USE: with USE the
+	// optimizer may still take that walk for a value it thinks frequent.
+	// Not with a search (its columns have their own indexes) nor a
+	// creation range (an id range).
 	if len(use) > 0 && f.Search == "" && f.CreatedFrom.IsZero() && f.CreatedTo.IsZero() && q.db.Dialector.Name() == "mysql" {
 		slices.Sort(use)
-		db = db.Table("`orders` USE INDEX (" + strings.Join(slices.Compact(use), ", ") + ")")
+		db = db.Table("`orders` FORCE INDEX (" + strings.Join(slices.Compact(use), ", ") + ")")
 	}
 	for _, c := range filters {
 		if c.v != "" {
