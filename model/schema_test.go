@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -18,51 +17,6 @@ import (
 
 // schemaFile is the DBA's copy of the schema (deploy/mysql/schema.sql).
 const schemaFile = "../deploy/mysql/schema.sql"
-
-// gooseTable is goose's bookkeeping: its rows differ by when they were
-// written, and the migrations do not define it, goose does.
-const gooseTable = "goose_db_version"
-
-// gooseLockTable is goose's too: the row that serialises instances
-// migrating at once (model.Store.Migrate), made by goose when first taken.
-const gooseLockTable = "goose_lock"
-
-// autoIncrement is the table option that says how many rows were inserted.
-var autoIncrement = regexp.MustCompile(` AUTO_INCREMENT=\d+`)
-
-// createTables returns SHOW CREATE TABLE of every table of the database db
-// is connected to, but goose's two, normalised: AUTO_INCREMENT=n removed.
-func createTables(t *testing.T, ctx context.Context, db *sql.DB) map[string]string {
-	t.Helper()
-	rows, err := db.QueryContext(ctx, "SHOW TABLES")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, n)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	rows.Close()
-	out := map[string]string{}
-	for _, n := range names {
-		if n == gooseTable || n == gooseLockTable {
-			continue
-		}
-		var name, create string
-		if err := db.QueryRowContext(ctx, "SHOW CREATE TABLE `"+n+"`").Scan(&name, &create); err != nil {
-			t.Fatalf("show create table %s: %v", n, err)
-		}
-		out[n] = autoIncrement.ReplaceAllString(create, "")
-	}
-	return out
-}
 
 // lineDiff is a minimal line diff (longest common subsequence): lines only
 // in a are prefixed "-", only in b "+", common ones " ".
@@ -146,8 +100,8 @@ func TestSchemaFileMatchesMigrations(t *testing.T) {
 		t.Fatalf("loading %s: %v", schemaFile, err)
 	}
 
-	want := createTables(t, ctx, open(migratedDSN, false))
-	got := createTables(t, ctx, open(fileDSN, false))
+	want := modeltest.CreateTables(t, ctx, open(migratedDSN, false))
+	got := modeltest.CreateTables(t, ctx, open(fileDSN, false))
 	if len(want) == 0 {
 		t.Fatal("the migrations made no tables")
 	}
@@ -178,7 +132,7 @@ func TestSchemaFileMatchesMigrations(t *testing.T) {
 	// goose's table says so, and a serving instance changes nothing.
 	if applied, err := migrate(fileDSN); err != nil || len(applied) != 0 {
 		t.Errorf("the gateway still migrates the database built from %s (applied %v, %v): record the newest version in %s",
-			schemaFile, applied, err, gooseTable)
+			schemaFile, applied, err, modeltest.GooseTable)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -115,4 +116,51 @@ func Exec(t testing.TB, s *model.Store, query string, args ...any) {
 	if _, err := s.DB().Exec(query, args...); err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
+}
+
+// GooseTable is goose's bookkeeping: its rows differ by when they were
+// written, and the migrations do not define it, goose does.
+const GooseTable = "goose_db_version"
+
+// GooseLockTable is goose's too: the row that serialises instances
+// migrating at once (model.Store.Migrate), made by goose when first taken.
+const GooseLockTable = "goose_lock"
+
+// autoIncrement is the table option that says how many rows were inserted.
+var autoIncrement = regexp.MustCompile(` AUTO_INCREMENT=\d+`)
+
+// CreateTables returns SHOW CREATE TABLE of every table of the MySQL
+// database db is connected to, but goose's two, normalised:
+// AUTO_INCREMENT=n removed. Two databases with the same schema give equal
+// maps, whatever rows they hold.
+func CreateTables(t testing.TB, ctx context.Context, db *sql.DB) map[string]string {
+	t.Helper()
+	rows, err := db.QueryContext(ctx, "SHOW TABLES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, n)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	rows.Close()
+	out := map[string]string{}
+	for _, n := range names {
+		if n == GooseTable || n == GooseLockTable {
+			continue
+		}
+		var name, create string
+		if err := db.QueryRowContext(ctx, "SHOW CREATE TABLE `"+n+"`").Scan(&name, &create); err != nil {
+			t.Fatalf("show create table %s: %v", n, err)
+		}
+		out[n] = autoIncrement.ReplaceAllString(create, "")
+	}
+	return out
 }

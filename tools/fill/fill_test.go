@@ -2,10 +2,9 @@ package fill_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
+	"maps"
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -60,8 +59,9 @@ func TestFill(t *testing.T) {
 
 	// The schema is the migrated one: every index dropped for the load is
 	// back, as it was, in the same order.
-	if want, got := schema(t, ctx, modeltest.Open(t, "mysql", os.Getenv).DB()), schema(t, ctx, db); got != want {
-		t.Errorf("the schema after the fill is not the migrated one:\nmigrated:\n%s\nfilled:\n%s", want, got)
+	want, got := modeltest.CreateTables(t, ctx, modeltest.Open(t, "mysql", os.Getenv).DB()), modeltest.CreateTables(t, ctx, db)
+	if !maps.Equal(got, want) {
+		t.Errorf("the schema after the fill is not the migrated one:\nmigrated:\n%v\nfilled:\n%v", want, got)
 	}
 
 	// Each row holds to what the gateway keeps true.
@@ -240,33 +240,4 @@ func TestFillReproducible(t *testing.T) {
 	if sums[0] != sums[1] {
 		t.Errorf("one worker and four differ:\n%s\n%s", sums[0], sums[1])
 	}
-}
-
-var autoIncrement = regexp.MustCompile(` AUTO_INCREMENT=\d+`)
-
-// schema is every table's SHOW CREATE TABLE, AUTO_INCREMENT left out.
-func schema(t *testing.T, ctx context.Context, db *sql.DB) string {
-	t.Helper()
-	rows, err := db.QueryContext(ctx, "SHOW TABLES")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, n)
-	}
-	rows.Close()
-	var b strings.Builder
-	for _, n := range names {
-		var name, create string
-		if err := db.QueryRowContext(ctx, "SHOW CREATE TABLE `"+n+"`").Scan(&name, &create); err != nil {
-			t.Fatal(err)
-		}
-		b.WriteString(autoIncrement.ReplaceAllString(create, "") + "\n")
-	}
-	return b.String()
 }
